@@ -1,0 +1,43 @@
+"""Classifier-free guidance for the init chunk and multi-conditioned guidance (paper Eq. 13)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from models.errors import require
+
+
+@dataclass(frozen=True)
+class GuidanceWeights:
+    """omega_text and omega_anchor of Eq. 13 (paper: 7.5 each)."""
+
+    text: float = 7.5
+    anchor: float = 7.5
+
+    def __post_init__(self) -> None:
+        for name in ("text", "anchor"):
+            value = getattr(self, name)
+            require(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
+                    f"guidance.{name}", value, "a finite number >= 0")
+
+    @property
+    def anchor_branch_cancels(self) -> bool:
+        """With omega_text == omega_anchor the eps(tau, a_null) terms of Eq. 13 cancel:
+        eps_hat = eps(null, null) + w * (eps(tau, a) - eps(null, null)), so two UNet branches
+        give the same prediction as three (this is the reference implementation's 2-way CFG)."""
+        return self.text == self.anchor
+
+
+def text_cfg(eps_null: torch.Tensor, eps_text: torch.Tensor, w_text: float) -> torch.Tensor:
+    """Classifier-free guidance on text alone (init chunk, no anchor yet)."""
+    return eps_null + w_text * (eps_text - eps_null)
+
+
+def multi_conditioned_cfg(eps_null: torch.Tensor, eps_text: torch.Tensor, eps_text_anchor: torch.Tensor,
+                          weights: GuidanceWeights) -> torch.Tensor:
+    """Eq. 13: eps(x,t,tau_null,a_null) + w_text (eps(x,t,tau,a_null) - eps(x,t,tau_null,a_null))
+    + w_anchor (eps(x,t,tau,a) - eps(x,t,tau,a_null))."""
+    return eps_null + weights.text * (eps_text - eps_null) + weights.anchor * (eps_text_anchor - eps_text)

@@ -1,0 +1,160 @@
+"""StreamingT2V's extension model: Video-LDM UNet + CAM + APM + CLIP image encoder (paper Sec. 4).
+
+:meth:`StreamingT2V.sample_chunk` generates the next chunk of F frames conditioned on the last
+F_cond frames of the video so far (CAM) and on the anchor frame's CLIP embedding (APM), with the
+multi-conditioned guidance of Eq. 13.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from transformers import (CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection)
+
+from models.apm import APMConfig
+from models.cam import CAMConfig
+from models.errors import require
+from models.guidance import GuidanceWeights, multi_conditioned_cfg
+from models.latent_video import LatentVideoModel, StepCallback, load_geometry
+from models.presets import ModelPreset, VideoConfig, get_preset
+from models.schedule import VIDEO_LDM_SCHEDULE, NoiseSchedule
+from models.streaming_unet import StreamingT2VUNet
+from models.video_ldm import VideoLDM, unet_factor
+
+# CLIP's image normalisation (OpenAI / OpenCLIP ViT-H).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class StreamingT2V(LatentVideoModel):
+    """The autoregressive-extend model."""
+
+    def __init__(self, unet: StreamingT2VUNet, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+                 tokenizer: CLIPTokenizer | None, image_encoder: CLIPVisionModelWithProjection,
+                 video: VideoConfig, schedule: NoiseSchedule = VIDEO_LDM_SCHEDULE) -> None:
+        super().__init__(vae, text_encoder, tokenizer, video, schedule, latent_factor=unet_factor(unet.unet))
+        self.unet = unet
+        self.image_encoder = image_encoder
+        cam = unet.cam.config
+        require(cam.downsampling_factor == self.vae_scale, "cam.frame_encoder_channels", cam.frame_encoder_channels,
+                f"{self.vae_scale.bit_length()} widths (E_cond must downsample x{self.vae_scale} like the VAE)")
+        require(1 <= cam.cond_frames < video.frames_per_chunk, "cam.cond_frames", cam.cond_frames,
+                f"an integer in [1, {video.frames_per_chunk - 1}] (F_cond < F = {video.frames_per_chunk})")
+        require(unet.apm.config.image_embed_dim == image_encoder.config.projection_dim, "apm.image_embed_dim",
+                unet.apm.config.image_embed_dim, f"the image encoder's projection_dim "
+                f"({image_encoder.config.projection_dim})")
+
+    @property
+    def cond_frames(self) -> int:
+        return self.unet.cond_frames
+
+    # -- APM: anchor embedding ----------------------------------------------------------------
+    @torch.no_grad()
+    def anchor_embeds(self, frames: torch.Tensor) -> torch.Tensor:
+        """CLIP image embeddings (b, e) of anchor frames (b, 3, H, W) in [-1, 1]: resized to the
+        encoder's input size (bicubic, antialiased) and CLIP-normalised."""
+        size = self.image_encoder.config.image_size
+        x = (frames.float() + 1) / 2
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=True, antialias=True)
+        mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+        pixels = ((x - mean) / std).to(self.image_encoder.device, self.image_encoder.dtype)
+        return self.image_encoder(pixel_values=pixels).image_embeds.to(self.dtype)
+
+    def null_anchor_embeds(self, batch: int) -> torch.Tensor:
+        """a_null of Eq. 13: the embedding of an all-zero frame (zeros in the [-1, 1] frame
+        convention, as the reference implementation encodes it)."""
+        return self.anchor_embeds(torch.zeros(batch, 3, self.video.height, self.video.width, device=self.device))
+
+    # -- Eq. 13 -------------------------------------------------------------------------------
+    def guided_noise(self, x: torch.Tensor, t: torch.Tensor, text_null: torch.Tensor, text: torch.Tensor,
+                     anchor_null: torch.Tensor, anchor: torch.Tensor, cond_frames: torch.Tensor,
+                     weights: GuidanceWeights) -> torch.Tensor:
+        """eps_hat of Eq. 13 from one batched UNet call over the branches
+        (tau_null, a_null), (tau, a_null), (tau, a). When omega_text == omega_anchor the middle
+        branch cancels out of Eq. 13 and is not computed (see GuidanceWeights.anchor_branch_cancels)."""
+        if weights.anchor_branch_cancels:
+            eps_null, eps_full = self.unet(torch.cat([x, x]), t, torch.cat([text_null, text]),
+                                           torch.cat([anchor_null, anchor]), torch.cat([cond_frames] * 2)).chunk(2)
+            return eps_null + weights.text * (eps_full - eps_null)
+        eps_null, eps_text, eps_full = self.unet(
+            torch.cat([x, x, x]), t, torch.cat([text_null, text, text]),
+            torch.cat([anchor_null, anchor_null, anchor]), torch.cat([cond_frames] * 3)).chunk(3)
+        return multi_conditioned_cfg(eps_null, eps_text, eps_full, weights)
+
+    @torch.no_grad()
+    def sample_chunk(self, prompts: list[str], anchor_frames: torch.Tensor, cond_frames: torch.Tensor,
+                     generators: list[torch.Generator], weights: GuidanceWeights = GuidanceWeights(),
+                     negative_prompts: list[str] | None = None, num_inference_steps: int | None = None,
+                     on_step: StepCallback | None = None) -> torch.Tensor:
+        """Latents (b, c, F, h, w) of the next chunk.
+
+        anchor_frames: (b, 3, H, W), the APM anchor; cond_frames: (b, 3, F_cond, H, W), the last
+        F_cond frames of the video so far, both in [-1, 1].
+        """
+        b = len(prompts)
+        require(cond_frames.shape[2] == self.cond_frames, "cond_frames", tuple(cond_frames.shape),
+                f"{self.cond_frames} frames on axis 2")
+        text = self.encode_prompt(list(negative_prompts or [""] * b) + list(prompts))
+        text_null, text_pos = text.chunk(2)
+        anchor = self.anchor_embeds(anchor_frames)
+        anchor_null = self.null_anchor_embeds(b)
+        cond = cond_frames.to(self.device, self.dtype)
+
+        def noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.guided_noise(x, t, text_null, text_pos, anchor_null, anchor, cond, weights)
+
+        shape = self.latent_shape(b, self.video.frames_per_chunk)
+        return self.ddim_sample(noise, shape, generators, num_inference_steps, on_step)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_video_ldm(cls, base: VideoLDM, image_encoder: CLIPVisionModelWithProjection, cam: CAMConfig,
+                       apm: APMConfig) -> "StreamingT2V":
+        """StreamingT2V at the start of training: the Video-LDM's weights, CAM's control branch
+        copied from its encoder, every new output projection / alpha_l at zero."""
+        unet = StreamingT2VUNet.from_base(base.unet, cam, apm).eval()
+        return cls(unet, base.vae, base.text_encoder, base.tokenizer, image_encoder.eval(), base.video, base.schedule)
+
+    @classmethod
+    def from_preset(cls, preset: str | ModelPreset, seed: int = 0,
+                    device: str | torch.device = "cpu") -> "StreamingT2V":
+        """Random weights from a preset (tests, benchmarks, the ``tiny`` default, ``meta`` shape checks)."""
+        preset = get_preset(preset) if isinstance(preset, str) else preset
+        base = VideoLDM.from_preset(preset, seed=seed, device=device)
+        with torch.device(device):
+            image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**preset.image_encoder))
+        return cls.from_video_ldm(base, image_encoder, preset.cam, preset.apm)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, torch_dtype: torch.dtype | None = None,
+                        device: str | torch.device = "cpu") -> "StreamingT2V":
+        """Load weights written by :meth:`save_pretrained` (or by the official-checkpoint converter)."""
+        path = str(path)
+        video, schedule = load_geometry(path, VideoConfig(), VIDEO_LDM_SCHEDULE)
+        unet = StreamingT2VUNet.from_pretrained(path, subfolder="unet", torch_dtype=torch_dtype)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch_dtype)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=torch_dtype)
+        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
+        image_encoder = CLIPVisionModelWithProjection.from_pretrained(path, subfolder="image_encoder",
+                                                                      dtype=torch_dtype)
+        model = cls(unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, image_encoder.eval(), video, schedule)
+        return model.to(device)
+
+    def to(self, device: str | torch.device) -> "StreamingT2V":
+        for module in (self.unet, self.vae, self.text_encoder, self.image_encoder):
+            module.to(device)
+        return self
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        self.unet.save_pretrained(path / "unet")
+        self.image_encoder.save_pretrained(path / "image_encoder")
+        self._save_common(path)
+
+    def config_summary(self) -> dict:
+        return {"cam": asdict(self.unet.cam.config), "apm": asdict(self.unet.apm.config), "video": asdict(self.video)}

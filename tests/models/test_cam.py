@@ -1,0 +1,105 @@
+"""CAM (Sec. 4.1, Eq. 4-5): zero-initialised injection, shapes of the temporal attention."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from models.cam import CAMConfig, SkipMerger, skip_channels
+from models.streaming_unet import StreamingT2VUNet
+
+
+def _inputs(model, batch=1, frames=16, cond=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    unet = model.unet.unet
+    x = torch.randn(batch, 4, frames, 32, 32, generator=g)
+    text = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=g)
+    cond_frames = torch.rand(batch, 3, cond, 64, 64, generator=g) * 2 - 1
+    return x, text, cond_frames
+
+
+@torch.no_grad()
+def test_cam_at_init_leaves_base_prediction_unchanged(tiny_streaming):
+    x, text, cond = _inputs(tiny_streaming)
+    base = tiny_streaming.unet.unet
+    # The base UNet3D alone (diffusers forward) vs our forward with CAM features injected.
+    expected = base(x, 500, text).sample
+    got = tiny_streaming.unet(x, 500, text, cond_frames=cond)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
+def test_cam_changes_prediction_once_p_out_is_nonzero(tiny_streaming):
+    x, text, cond = _inputs(tiny_streaming)
+    model = copy.deepcopy(tiny_streaming.unet)
+    before = model(x, 500, text, cond_frames=cond)
+    for merger in model.cam.mergers:
+        torch.nn.init.normal_(merger.proj_out.weight, std=0.1)
+    after = model(x, 500, text, cond_frames=cond)
+    assert (after - before).abs().max() > 1e-3
+    # E_cond ends in a zero convolution too: the frames' content reaches the UNet only once it
+    # is trained (here: perturbed).
+    assert torch.equal(model(x, 500, text, cond_frames=-cond), after)
+    torch.nn.init.normal_(model.cam.control.frame_encoder.conv_out.weight, std=0.1)
+    with_frames = model(x, 500, text, cond_frames=cond)
+    assert (model(x, 500, text, cond_frames=-cond) - with_frames).abs().max() > 1e-4
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("cond_frames", [1, 4, 8, 16])
+def test_cam_attention_maps_f_queries_onto_f_cond_keys_at_every_skip(tiny_streaming, monkeypatch, cond_frames):
+    model = tiny_streaming.unet
+    x, text, cond = _inputs(tiny_streaming, batch=2, cond=cond_frames)
+    seen = []
+    original = SkipMerger.attention_inputs
+
+    def recording(self, skip, cam, frames, k):
+        q, key, value = original(self, skip, cam, frames, k)
+        seen.append((tuple(skip.shape), tuple(q.shape), tuple(key.shape), tuple(value.shape), self.heads))
+        return q, key, value
+
+    monkeypatch.setattr(SkipMerger, "attention_inputs", recording)
+    out = model(x, 500, text, cond_frames=cond)
+    assert out.shape == x.shape
+    channels = skip_channels(model.unet)
+    assert len(seen) == len(channels) == len(model.cam.mergers)
+    for (skip, q, k, v, heads), c in zip(seen, channels):
+        n, _, h, w = skip
+        assert n == 2 * 16 and skip[1] == c
+        tokens = 2 * h * w  # one attention per (video, pixel)
+        assert q == (tokens, heads, 16, c // heads)
+        assert k == v == (tokens, heads, cond_frames, c // heads)
+
+
+def test_cam_rejects_more_condition_frames_than_chunk_frames(tiny_streaming):
+    x, text, cond = _inputs(tiny_streaming, frames=8, cond=9)
+    with pytest.raises(ValueError, match=r"cond_frames=9: must be <= the chunk's frame count 8"):
+        tiny_streaming.unet(x, 500, text, cond_frames=cond)
+
+
+def test_control_branch_starts_as_a_copy_of_the_unet_encoder(tiny_streaming):
+    model = tiny_streaming.unet
+    for name in ("conv_in", "time_embedding", "transformer_in", "down_blocks", "mid_block"):
+        ours = getattr(model.cam.control, name).state_dict()
+        theirs = {k: v for k, v in getattr(model.unet, name).state_dict().items() if ".processor." not in k}
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert all(torch.count_nonzero(p) == 0 for p in model.cam.control.frame_encoder.conv_out.parameters())
+
+
+def test_modelscope_cam_has_13_injection_points_with_paper_token_dims():
+    from models.presets import MODELSCOPE
+
+    with torch.device("meta"):
+        model = StreamingT2VUNet(unet_config=MODELSCOPE.unet, cam_config=MODELSCOPE.cam.__dict__,
+                                 apm_config=MODELSCOPE.apm.__dict__)
+    dims = [m.proj_in.in_features for m in model.cam.mergers]
+    assert len(dims) == 13 and sorted(set(dims)) == [320, 640, 1280]
+    assert [m.heads for m in model.cam.mergers] == [d // 64 for d in dims]
+
+
+def test_cam_config_errors_name_the_field():
+    with pytest.raises(ValueError, match=r"cam\.cond_frames=0: must be an integer >= 1"):
+        CAMConfig(cond_frames=0)
