@@ -1,0 +1,188 @@
+"""The ``streamingt2v`` command line.
+
+    streamingt2v generate "PROMPT" --num-frames N --preset tiny|modelscope --seed S --out DIR
+                          [--no-refine] [--blend randomized|shared-noise|independent] [--fps 10] ...
+    streamingt2v convert-official streaming_t2v.ckpt --base-model DIR_OR_ID --out DIR
+
+Bad input exits with status 2 and one line naming the field and its allowed range, before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from pathlib import Path
+
+from models.errors import ConfigError
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamingt2v", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate one long video")
+    g.add_argument("prompt")
+    g.add_argument("--num-frames", type=int, default=80, help="frames of the final video (>= 16)")
+    g.add_argument("--preset", default="tiny", help="tiny | modelscope")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", default="outputs", help="output directory (local path or s3://...)")
+    g.add_argument("--no-refine", action="store_true", help="stop after the low-resolution video")
+    g.add_argument("--blend", default="randomized", help="randomized | shared-noise | independent (refine ablation)")
+    g.add_argument("--fps", type=int, default=10)
+    g.add_argument("--negative-prompt", default="")
+    g.add_argument("--anchor-frame", type=int, default=0, help="frame of the first chunk used as APM anchor (0-15)")
+    g.add_argument("--steps", type=int, default=50, help="DDIM steps of init-chunk and extend (paper: 50)")
+    g.add_argument("--refine-steps", type=int, default=50, help="DDIM step spacing of refine (50 -> 30 steps from T'=600)")
+    g.add_argument("--guidance-text", type=float, default=7.5)
+    g.add_argument("--guidance-anchor", type=float, default=7.5)
+    g.add_argument("--base-model", help="diffusers Video-LDM directory or hub id (init chunk)")
+    g.add_argument("--streaming-model", help="StreamingT2V directory (autoregressive-extend)")
+    g.add_argument("--refiner", help="diffusers video model directory or hub id (refine)")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--dtype", default="float32")
+    g.add_argument("--force", action="store_true", help="allow more than 4800 frames")
+    g.add_argument("--truncate-prompt", action="store_true", help="keep the first 77 CLIP tokens of a longer prompt")
+
+    c = sub.add_parser("convert-official", help="convert the released streaming_t2v.ckpt into a StreamingT2V directory")
+    c.add_argument("checkpoint")
+    c.add_argument("--base-model", required=True, help="diffusers ModelScope Video-LDM directory or hub id")
+    c.add_argument("--out", required=True)
+    c.add_argument("--dtype", default="float16")
+    c.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (only for trusted files)")
+    return parser
+
+
+def _is_local_path(value: str) -> bool:
+    """Hub ids look like ``owner/name``; anything else (absolute, relative, deeper) is a path."""
+    return value.startswith((".", "/", "~")) or value.count("/") != 1 or Path(value).exists()
+
+
+def _check_writable(out: str) -> None:
+    if "://" in out and not out.startswith("file://"):
+        return  # object stores are checked by the first write
+    path = Path(out.removeprefix("file://"))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError("out", out, f"a writable directory ({exc.strerror})") from exc
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from stages.request import GenerationRequest
+    from stages.sources import ModelSources
+
+    request = GenerationRequest(
+        prompt=args.prompt, num_frames=args.num_frames, seed=args.seed, negative_prompt=args.negative_prompt,
+        guidance_text=args.guidance_text, guidance_anchor=args.guidance_anchor, num_inference_steps=args.steps,
+        refine=not args.no_refine, blend=args.blend, refine_steps=args.refine_steps, fps=args.fps, anchor_frame=args.anchor_frame,
+        preset=args.preset, force=args.force)
+    sources = ModelSources(preset=args.preset, base_model=args.base_model, streaming_model=args.streaming_model,
+                           refiner=args.refiner, device=args.device, dtype=args.dtype)
+    for option in ("base_model", "streaming_model", "refiner"):
+        value = getattr(sources, option)
+        if value and _is_local_path(value) and not Path(value).expanduser().is_dir():
+            raise ConfigError(option, value, "an existing model directory")
+    _check_writable(args.out)
+
+    from infra.run_store import RunStore
+    from stages.generate import Progress, Stages, generate_video
+
+    stages = Stages.load(sources, refine=request.refine)
+    request.check_prompt_length(stages.extend.model.tokenizer, truncate=args.truncate_prompt)
+    store = RunStore(args.out, request.video_id)
+    resumed = store.finished_chunks()
+    if resumed:
+        print(f"resuming {request.video_id}: {len(resumed)} chunk(s) already finished", file=sys.stderr)
+    with _ProgressBars() as bars:
+        record = generate_video(request, stages, store, bars.progress())
+    print(record["artifacts"]["video"])
+    return 0
+
+
+class _ProgressBars:
+    """tqdm bars for chunks and denoising steps; silent when stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.tqdm = tqdm
+        self.disable = not sys.stderr.isatty()
+        self.chunks = None
+        self.steps = None
+
+    def __enter__(self) -> "_ProgressBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for bar in (self.chunks, self.steps):
+            if bar is not None:
+                bar.close()
+
+    def progress(self):
+        from stages.generate import Progress
+
+        def chunk_step(chunk, total):
+            if self.chunks is None:
+                self.chunks = self.tqdm(total=total, desc="chunks", unit="chunk", disable=self.disable, position=0)
+            self.chunks.n = chunk.index
+            self.chunks.refresh()
+            if self.steps is not None:
+                self.steps.close()
+            self.steps = self.tqdm(desc=f"chunk {chunk.index}", unit="step", disable=self.disable, position=1,
+                                   leave=False)
+
+            def on_step(i, n):
+                self.steps.total = n
+                self.steps.update(1)
+                if i == n:
+                    self.chunks.n = chunk.index + 1
+                    self.chunks.refresh()
+
+            return on_step
+
+        def refine_step(i, n):
+            if i == 1:
+                if self.steps is not None:
+                    self.steps.close()
+                self.steps = self.tqdm(total=n, desc="refine", unit="step", disable=self.disable, position=1)
+            self.steps.update(1)
+
+        return Progress(chunk_step=chunk_step, refine_step=refine_step)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from models.convert_official import convert_official
+    from models.presets import MODELSCOPE
+    from stages.sources import DTYPES, ModelSources
+
+    if not Path(args.checkpoint).is_file():
+        raise ConfigError("checkpoint", args.checkpoint, "an existing streaming_t2v.ckpt file")
+    if args.dtype not in DTYPES:
+        raise ConfigError("dtype", args.dtype, f"one of {sorted(DTYPES)}")
+    _check_writable(args.out)
+    base = ModelSources(preset="modelscope", base_model=args.base_model, streaming_model="-").load_video_ldm()
+    model = convert_official(args.checkpoint, base, MODELSCOPE, trust_pickle=args.trust_pickle,
+                             torch_dtype=DTYPES[args.dtype])
+    model.save_pretrained(args.out)
+    print(args.out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _generate(args) if args.command == "generate" else _convert(args)
+    except ConfigError as exc:
+        print(f"streamingt2v: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

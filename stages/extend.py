@@ -1,0 +1,71 @@
+"""autoregressive-extend: chunk after chunk, conditioned on the last F_cond frames (CAM) and on
+the anchor frame of the first chunk (APM), with Eq. 13 guidance (paper Sec. 4, Fig. 2 stage 2).
+
+Which frames are appended: chunk k >= 1 covers video frames [8k, 8k + 16); its first F_cond = 8
+frames re-cover the conditioning frames and are dropped, its last 8 are appended (see
+models/chunk_plan.py for the diagram and for lengths that are not 16 + 8n).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from models.chunk_plan import Chunk, ChunkPlan
+from models.latent_video import StepCallback
+from models.seeding import stream
+from models.streaming_t2v import StreamingT2V
+from stages.init_chunk import ChunkOutput, InitChunkStage
+from stages.request import GenerationRequest
+
+
+class AutoregressiveExtendStage:
+    """Loads StreamingT2V once; :meth:`next_chunk` makes one chunk of one video."""
+
+    def __init__(self, model: StreamingT2V) -> None:
+        self.model = model
+
+    def plan(self, request: GenerationRequest) -> ChunkPlan:
+        return ChunkPlan.for_extend(request.num_frames, self.model.video.frames_per_chunk, self.model.cond_frames)
+
+    def next_chunk(self, request: GenerationRequest, chunk: Chunk, anchor: torch.Tensor, previous: torch.Tensor,
+                   on_step: StepCallback | None = None) -> ChunkOutput:
+        """anchor: (1, 3, H, W); previous: the previous chunk's frames (1, 3, F, H, W)."""
+        cond = previous[:, :, -self.model.cond_frames:]
+        latents = self.model.sample_chunk(
+            [request.prompt], anchor, cond, [stream(request.seed, "extend", chunk.index)], request.guidance,
+            [request.negative_prompt], request.num_inference_steps, on_step)
+        return ChunkOutput(latents, self.model.decode(latents))
+
+
+ChunkSink = Callable[[Chunk, ChunkOutput], None]
+ChunkSource = Callable[[Chunk], torch.Tensor | None]
+
+
+def generate_low_res(request: GenerationRequest, init: InitChunkStage, extend: AutoregressiveExtendStage,
+                     load_chunk: ChunkSource = lambda chunk: None, on_chunk: ChunkSink | None = None,
+                     on_step: Callable[[Chunk], StepCallback | None] = lambda chunk: None) -> torch.Tensor:
+    """The whole low-resolution video (1, 3, N, H, W).
+
+    ``load_chunk`` returns the saved latents of a finished chunk (or None): those chunks are
+    decoded instead of generated, which is how a crashed run resumes. Every chunk's noise comes
+    from its own seeded stream, so a resumed video is bit-identical to an uninterrupted one.
+    """
+    plan = extend.plan(request)
+    kept, previous, anchor = [], None, None
+    for chunk in plan.chunks:
+        saved = load_chunk(chunk)
+        if saved is not None:
+            out = ChunkOutput(saved, extend.model.decode(saved))
+        elif chunk.index == 0:
+            out = init(request, on_step(chunk))
+        else:
+            out = extend.next_chunk(request, chunk, anchor, previous, on_step(chunk))
+        if saved is None and on_chunk is not None:
+            on_chunk(chunk, out)
+        if chunk.index == 0:
+            anchor = out.frames[:, :, request.anchor_frame]
+        kept.append(out.frames[:, :, chunk.kept_slice()])
+        previous = out.frames
+    return torch.cat(kept, dim=2)

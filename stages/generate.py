@@ -1,0 +1,97 @@
+"""One video end to end in one process: init-chunk -> autoregressive-extend -> refine -> files.
+
+This is the sequential reference of the distributed workflow and what the CLI runs.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import diffusers
+import torch
+
+from infra.run_store import RunStore
+from infra.video_io import to_uint8, write_mp4
+from models.chunk_plan import Chunk
+from models.latent_video import StepCallback
+from models.seeding import derive_seed
+from stages.extend import AutoregressiveExtendStage, generate_low_res
+from stages.init_chunk import ChunkOutput, InitChunkStage
+from stages.refine import RefineStage
+from stages.request import GenerationRequest
+from stages.sources import ModelSources
+
+
+@dataclass
+class Stages:
+    init: InitChunkStage
+    extend: AutoregressiveExtendStage
+    refine: RefineStage | None
+
+    @classmethod
+    def load(cls, sources: ModelSources, refine: bool = True) -> "Stages":
+        return cls(InitChunkStage(sources.load_video_ldm()), AutoregressiveExtendStage(sources.load_streaming()),
+                   RefineStage(sources.load_refiner(), sources.refine_config()) if refine else None)
+
+
+@dataclass
+class Progress:
+    """Hooks for progress display; all optional."""
+
+    chunk_step: Callable[[Chunk, int], StepCallback | None] = lambda chunk, total: None
+    refine_step: StepCallback | None = None
+
+
+def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
+                   progress: Progress | None = None) -> dict:
+    """Generate (or resume, or find finished) one video; returns its record."""
+    progress = progress or Progress()
+    if (done := store.read_record()) is not None and done.get("status") == "done":
+        return done
+    plan = stages.extend.plan(request)
+    resumed = store.finished_chunks()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def save(chunk: Chunk, out: ChunkOutput) -> None:
+        store.save_chunk(chunk.index, out.latents)
+
+    low_res = generate_low_res(
+        request, stages.init, stages.extend, load_chunk=lambda c: store.load_chunk(c.index), on_chunk=save,
+        on_step=lambda c: progress.chunk_step(c, len(plan)))
+    timings["low_res_s"] = time.perf_counter() - t0
+    write_mp4(to_uint8(low_res), store.low_res_video, request.fps)
+
+    refined = None
+    if request.refine and stages.refine is not None:
+        t1 = time.perf_counter()
+        refined = stages.refine(request, low_res, progress.refine_step)
+        timings["refine_s"] = time.perf_counter() - t1
+    final = refined if refined is not None else low_res
+    write_mp4(to_uint8(final), store.final_video, request.fps)
+    height, width = final.shape[-2:]
+    timings["total_s"] = time.perf_counter() - t0
+    record = {
+        "video_id": store.video_id,
+        "status": "done",
+        "params": request.params(),
+        "seeds": {"video": request.seed, "init": derive_seed(request.seed, "init"),
+                  "extend": "derive_seed(seed, 'extend', chunk_index)",
+                  "refine": "derive_seed(seed, 'refine/...', frame or boundary)"},
+        "chunks": {"total": len(plan), "resumed": len([i for i in resumed if i < len(plan)]),
+                   "generated_frames": plan.generated_frames},
+        "frames": int(low_res.shape[2]),
+        "size": {"height": int(height), "width": int(width),
+                 "low_res_height": int(low_res.shape[-2]), "low_res_width": int(low_res.shape[-1])},
+        "refine": asdict(stages.refine.config_for(request)) if refined is not None else None,
+        "timings": timings,
+        "artifacts": {"video": store.final_video, "low_res_video": store.low_res_video,
+                      "chunk_latents": [store.chunk_uri(c.index) for c in plan.chunks]},
+        "environment": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                        "python": platform.python_version(), "device": str(stages.extend.model.device)},
+    }
+    store.write_record(record)
+    return record

@@ -1,0 +1,39 @@
+"""Request validation at the boundary."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.errors import ConfigError
+from models.tokenizer import tiny_clip_tokenizer
+from stages.request import GenerationRequest
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"prompt": "  "}, r"prompt='  ': must be a non-empty string"),
+    ({"num_frames": 15}, r"num_frames=15: must be an integer in \[16, 4800\]"),
+    ({"num_frames": 100000}, r"num_frames=100000: .*pass --force"),
+    ({"fps": 0}, r"fps=0: must be an integer in \[1, 120\]"),
+    ({"seed": -1}, r"seed=-1: must be an integer in \[0, "),
+    ({"guidance_text": -2.0}, r"guidance\.text=-2.0: must be a finite number >= 0"),
+    ({"blend": "soft"}, r"blend='soft'"),
+    ({"anchor_frame": 16}, r"anchor_frame=16: must be an integer in \[0, 15\]"),
+])
+def test_bad_requests_name_the_field(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        GenerationRequest(**{"prompt": "a camel", **kwargs})
+
+
+def test_force_allows_long_videos_and_ids_are_stable():
+    a = GenerationRequest("a camel", num_frames=100000, force=True)
+    assert a.video_id == GenerationRequest("a camel", num_frames=100000, force=True).video_id
+    assert a.video_id != GenerationRequest("a camel", num_frames=100000, force=True, seed=1).video_id
+
+
+def test_overlong_prompts_are_refused_unless_truncation_is_asked_for():
+    tokenizer = tiny_clip_tokenizer()
+    request = GenerationRequest("x" * 200)
+    with pytest.raises(ConfigError, match=r"prompt='202 tokens': must be at most 77 CLIP tokens"):
+        request.check_prompt_length(tokenizer)
+    request.check_prompt_length(tokenizer, truncate=True)
+    GenerationRequest("x" * 75).check_prompt_length(tokenizer)
