@@ -3,6 +3,7 @@
     streamingt2v generate "PROMPT" --num-frames N --preset tiny|modelscope --seed S --out DIR
                           [--no-refine] [--blend randomized|shared-noise|independent] [--fps 10] ...
     streamingt2v convert-official streaming_t2v.ckpt --base-model DIR_OR_ID --out DIR
+    streamingt2v evaluate VIDEO_OR_MANIFEST [--prompt P] [--clip-model DIR] [--json]
 
 Bad input exits with status 2 and one line naming the field and its allowed range, before
 anything is written.
@@ -75,7 +76,7 @@ def _check_writable(out: str) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from stages.request import GenerationRequest
+    from models.request import GenerationRequest
     from stages.sources import ModelSources
 
     request = GenerationRequest(
@@ -92,7 +93,7 @@ def _generate(args: argparse.Namespace) -> int:
     _check_writable(args.out)
 
     from infra.run_store import RunStore
-    from stages.generate import Progress, Stages, generate_video
+    from stages.generate import Stages, generate_video
 
     stages = Stages.load(sources, refine=request.refine)
     request.check_prompt_length(stages.extend.model.tokenizer, truncate=args.truncate_prompt)
@@ -176,6 +177,11 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["evaluate"]:  # metrics have their own parser (evaluation/cli.py)
+        from evaluation.cli import evaluate_main
+
+        return evaluate_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return _generate(args) if args.command == "generate" else _convert(args)

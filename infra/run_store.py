@@ -5,6 +5,8 @@
     OUT/<video-id>.json           record: parameters, seeds, timings, artifact URIs
     OUT/.work/<video-id>/extend/00003.safetensors
                                   latents of every finished chunk (init chunk = 00000)
+    OUT/.work/<video-id>/lowres_frames.safetensors
+                                  the low-resolution video as exact uint8 frames (refine's input)
 
 Every file is written atomically (infra.storage), so a killed run leaves only whole chunks
 behind, and a re-run with the same request (same video id) picks up after the last one.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from infra import storage
@@ -40,6 +43,17 @@ class RunStore:
     @property
     def record(self) -> str:
         return storage.join(self.out, f"{self.video_id}.json")
+
+    @property
+    def low_res_frames(self) -> str:
+        """The low-resolution video as exact 8-bit frames: the refine stage's input."""
+        return storage.join(self.work, "lowres_frames.safetensors")
+
+    def save_low_res(self, frames: np.ndarray) -> None:
+        storage.save_tensors(self.low_res_frames, {"frames": torch.from_numpy(np.ascontiguousarray(frames))})
+
+    def load_low_res(self) -> np.ndarray:
+        return storage.load_tensors(self.low_res_frames)["frames"].numpy()
 
     def chunk_uri(self, index: int) -> str:
         return storage.join(self.work, "extend", f"{index:05d}.safetensors")

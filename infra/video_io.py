@@ -21,6 +21,12 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return x.permute(1, 2, 3, 0).cpu().numpy()
 
 
+def from_uint8(frames: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (1, 3, N, H, W) float in [-1, 1] (inverse of :func:`to_uint8` up to rounding)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1
+    return x.permute(3, 0, 1, 2)[None]
+
+
 def write_mp4(frames: np.ndarray, uri: str, fps: int = 10, crf: int = 18) -> None:
     """Encode (N, H, W, 3) uint8 frames as H.264 (yuv420p) at ``fps``; even sizes are required."""
     n, h, w, _ = frames.shape

@@ -144,9 +144,8 @@ class ChunkRefiner:
             return torch.randn((1, self.frame_shape[0], chunk.frames, *self.frame_shape[1:]), generator=g)
         return shared_noise(self.seed, tag, range(chunk.start, chunk.stop), self.frame_shape)
 
-    def initial(self, chunk: Chunk, clean: torch.Tensor) -> torch.Tensor:
-        """x_T' = sqrt(alpha_bar) z_0 + sqrt(1 - alpha_bar) eps for the chunk's frames of ``clean``."""
-        z0 = clean[:, :, chunk.start:chunk.stop]
+    def initial(self, chunk: Chunk, z0: torch.Tensor) -> torch.Tensor:
+        """x_T' = sqrt(alpha_bar) z_0 + sqrt(1 - alpha_bar) eps for the chunk's clean latents z0."""
         eps = self.noise(chunk, "refine/sdedit").to(z0.device, z0.dtype)
         return self.scheduler.add_noise(z0, eps, torch.tensor([self.config.noise_level]))
 
@@ -196,7 +195,7 @@ NoiseFn = Callable[[torch.Tensor, int], torch.Tensor]
 def refine_sequential(refiner: ChunkRefiner, clean: torch.Tensor, noise_fn: NoiseFn,
                       on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """The paper's order: at every step denoise chunk 1..m, then blend every overlap."""
-    latents = [refiner.initial(c, clean) for c in refiner.chunks]
+    latents = [refiner.initial(c, clean[:, :, c.start:c.stop]) for c in refiner.chunks]
     for s, t in enumerate(refiner.timesteps):
         stepped = [refiner.step(c, s, latents[c.index], noise_fn(latents[c.index], t)) for c in refiner.chunks]
         latents = [refiner.blended(c.index, s, stepped.__getitem__) for c in refiner.chunks]

@@ -17,7 +17,7 @@ from models.latent_video import StepCallback
 from models.seeding import stream
 from models.streaming_t2v import StreamingT2V
 from stages.init_chunk import ChunkOutput, InitChunkStage
-from stages.request import GenerationRequest
+from models.request import GenerationRequest
 
 
 class AutoregressiveExtendStage:

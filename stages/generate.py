@@ -21,7 +21,7 @@ from models.seeding import derive_seed
 from stages.extend import AutoregressiveExtendStage, generate_low_res
 from stages.init_chunk import ChunkOutput, InitChunkStage
 from stages.refine import RefineStage
-from stages.request import GenerationRequest
+from models.request import GenerationRequest
 from stages.sources import ModelSources
 
 
@@ -63,16 +63,17 @@ def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
         request, stages.init, stages.extend, load_chunk=lambda c: store.load_chunk(c.index), on_chunk=save,
         on_step=lambda c: progress.chunk_step(c, len(plan)))
     timings["low_res_s"] = time.perf_counter() - t0
-    write_mp4(to_uint8(low_res), store.low_res_video, request.fps)
+    low_res_u8 = to_uint8(low_res)
+    write_mp4(low_res_u8, store.low_res_video, request.fps)
 
     refined = None
     if request.refine and stages.refine is not None:
         t1 = time.perf_counter()
-        refined = stages.refine(request, low_res, progress.refine_step)
+        refined = stages.refine(request, low_res_u8, progress.refine_step)
         timings["refine_s"] = time.perf_counter() - t1
-    final = refined if refined is not None else low_res
-    write_mp4(to_uint8(final), store.final_video, request.fps)
-    height, width = final.shape[-2:]
+    final = refined if refined is not None else low_res_u8
+    write_mp4(final, store.final_video, request.fps)
+    height, width = final.shape[1:3]
     timings["total_s"] = time.perf_counter() - t0
     record = {
         "video_id": store.video_id,
@@ -83,7 +84,7 @@ def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
                   "refine": "derive_seed(seed, 'refine/...', frame or boundary)"},
         "chunks": {"total": len(plan), "resumed": len([i for i in resumed if i < len(plan)]),
                    "generated_frames": plan.generated_frames},
-        "frames": int(low_res.shape[2]),
+        "frames": int(final.shape[0]),
         "size": {"height": int(height), "width": int(width),
                  "low_res_height": int(low_res.shape[-2]), "low_res_width": int(low_res.shape[-1])},
         "refine": asdict(stages.refine.config_for(request)) if refined is not None else None,

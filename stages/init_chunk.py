@@ -9,7 +9,7 @@ import torch
 from models.latent_video import StepCallback
 from models.seeding import stream
 from models.video_ldm import VideoLDM
-from stages.request import GenerationRequest
+from models.request import GenerationRequest
 
 
 @dataclass

@@ -1,57 +1,85 @@
 """refine: upscale + SDEdit with a high-resolution video model on overlapping chunks with shared
-noise and randomized blending (paper Sec. 4.3, Fig. 2 stage 3)."""
+noise and randomized blending (paper Sec. 4.3, Fig. 2 stage 3).
+
+The stage's input is the low-resolution video as 8-bit frames (what the extend stage publishes),
+so the in-process run and the distributed, pipeline-parallel run refine exactly the same pixels.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
+import numpy as np
 import torch
 
+from infra.video_io import from_uint8, to_uint8
 from models.guidance import text_cfg
 from models.refinement import ChunkRefiner, RefineConfig, from_canvas, refine_sequential, to_canvas
 from models.video_ldm import VideoLDM
-from stages.request import GenerationRequest
+from models.request import GenerationRequest
+
+
+def refine_config_for(config: RefineConfig, request: GenerationRequest) -> RefineConfig:
+    """The refiner's geometry with the request's blending mode, step spacing and guidance."""
+    return replace(config, blend=request.blend, num_inference_steps=request.refine_steps,
+                   guidance=request.refine_guidance)
 
 
 class RefineStage:
-    """Loads the refiner once; :meth:`__call__` refines one low-resolution video."""
+    """Loads the refiner once. ``__call__`` refines one video in the paper's sequential order; the
+    distributed layout uses :meth:`encode`, :meth:`session` and :meth:`decode` around the same
+    per-chunk steps."""
 
     def __init__(self, model: VideoLDM, config: RefineConfig) -> None:
         self.model = model
         self.config = config
 
     def config_for(self, request: GenerationRequest) -> RefineConfig:
-        from dataclasses import replace
+        return refine_config_for(self.config, request)
 
-        return replace(self.config, blend=request.blend, num_inference_steps=request.refine_steps,
-                       guidance=request.refine_guidance)
+    def encode(self, request: GenerationRequest, low_res: np.ndarray) -> torch.Tensor:
+        """(N, h, w, 3) uint8 -> clean canvas latents z_0 (1, c, N, H', W') of the refiner's VAE."""
+        frames = from_uint8(low_res).to(self.model.device, self.model.dtype)
+        return self.model.encode(to_canvas(frames, self.config_for(request)))
 
-    def prepare(self, request: GenerationRequest, low_res: torch.Tensor) -> tuple[ChunkRefiner, torch.Tensor]:
-        """Encode the upscaled, padded video; the ChunkRefiner that will denoise it."""
+    def session(self, request: GenerationRequest, clean_shape: tuple[int, ...]) -> "RefineSession":
         config = self.config_for(request)
-        clean = self.model.encode(to_canvas(low_res.to(self.model.device), config))
-        refiner = ChunkRefiner(clean.shape[2], tuple(clean.shape[i] for i in (1, 3, 4)), self.model.schedule,
-                               config, request.seed)
-        return refiner, clean
-
-    def noise_fn(self, request: GenerationRequest) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        refiner = ChunkRefiner(clean_shape[2], (clean_shape[1], clean_shape[3], clean_shape[4]),
+                               self.model.schedule, config, request.seed)
         text = self.model.encode_prompt([request.negative_prompt, request.prompt])
-        unet = self.model.unet
+        return RefineSession(refiner, self.model, text, request.refine_guidance)
 
-        @torch.no_grad()
-        def noise(x: torch.Tensor, t: int) -> torch.Tensor:
-            eps_null, eps_text = unet(torch.cat([x, x]), t, text).sample.chunk(2)
-            return text_cfg(eps_null, eps_text, request.refine_guidance)
-
-        return noise
-
-    def finish(self, refiner: ChunkRefiner, latents: torch.Tensor) -> torch.Tensor:
-        return from_canvas(self.model.decode(latents), refiner.config)
+    def decode(self, request: GenerationRequest, latents: torch.Tensor) -> np.ndarray:
+        """Long refined latent -> (N, H, W, 3) uint8 frames with the padding cropped off."""
+        return to_uint8(from_canvas(self.model.decode(latents), self.config_for(request)))
 
     @torch.no_grad()
-    def __call__(self, request: GenerationRequest, low_res: torch.Tensor,
-                 on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """(1, 3, N, h, w) low-res frames -> (1, 3, N, target_h, target_w) refined frames."""
-        refiner, clean = self.prepare(request, low_res)
-        latents = refine_sequential(refiner, clean, self.noise_fn(request), on_step)
-        return self.finish(refiner, latents)
+    def __call__(self, request: GenerationRequest, low_res: np.ndarray,
+                 on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+        clean = self.encode(request, low_res)
+        session = self.session(request, tuple(clean.shape))
+        latents = refine_sequential(session.refiner, clean, session.noise, on_step)
+        return self.decode(request, latents)
+
+
+class RefineSession:
+    """One video's refinement state that every chunk step needs: the chunk maths and the text."""
+
+    def __init__(self, refiner: ChunkRefiner, model: VideoLDM, text: torch.Tensor, guidance: float) -> None:
+        self.refiner = refiner
+        self.model = model
+        self.text = text
+        self.guidance = guidance
+
+    @torch.no_grad()
+    def noise(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Text classifier-free guidance of the refiner, one chunk at a time."""
+        eps_null, eps_text = self.model.unet(torch.cat([x, x]), t, self.text).sample.chunk(2)
+        return text_cfg(eps_null, eps_text, self.guidance)
+
+    @torch.no_grad()
+    def step(self, index: int, step: int, x: torch.Tensor) -> torch.Tensor:
+        """Chunk ``index`` from its step-``step`` input to its latent after that step (pre-blend)."""
+        chunk = self.refiner.chunks[index]
+        return self.refiner.step(chunk, step, x, self.noise(x, self.refiner.timesteps[step]))

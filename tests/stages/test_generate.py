@@ -9,7 +9,7 @@ from infra.run_store import RunStore
 from infra.video_io import probe, read_video
 from stages.extend import generate_low_res
 from stages.generate import generate_video
-from stages.request import GenerationRequest
+from models.request import GenerationRequest
 
 FAST = dict(num_inference_steps=2, refine_steps=5)
 
@@ -33,7 +33,7 @@ def test_same_seed_same_latents_different_seed_different(tiny_stages):
                                   on_chunk=lambda c, out: saved.__setitem__(c.index, out.latents))
         return frames, saved
 
-    (a, la), (b, lb), (c, lc) = chunks(7), chunks(7), chunks(8)
+    (a, la), (b, lb), (_, lc) = chunks(7), chunks(7), chunks(8)
     assert all(la[k].numpy().tobytes() == lb[k].numpy().tobytes() for k in la)
     assert a.numpy().tobytes() == b.numpy().tobytes()
     assert not torch.equal(la[0], lc[0]) and not torch.equal(la[1], lc[1])

@@ -6,7 +6,7 @@ import pytest
 
 from models.errors import ConfigError
 from models.tokenizer import tiny_clip_tokenizer
-from stages.request import GenerationRequest
+from models.request import GenerationRequest
 
 
 @pytest.mark.parametrize("kwargs,match", [
