@@ -39,4 +39,68 @@ def tiny_stages():
     return Stages.load(ModelSources(preset="tiny"))
 
 
-FAST = dict(num_inference_steps=2, refine_steps=5)  # 2 DDIM steps per chunk; refine 600 -> 400 -> 200
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto) on 127.0.0.1; yields its endpoint URL.
+
+    The endpoint and dummy credentials go into the environment, so Ray workers started afterwards
+    inherit them. ``AWS_ENDPOINT_URL`` is honoured by botocore, hence s3fs and infra.storage;
+    pyarrow's own ``S3FileSystem`` ignores it and needs ``endpoint_override=`` (or an fsspec
+    filesystem passed as ``filesystem=``).
+    """
+    import logging
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.delenv("AWS_SESSION_TOKEN", raising=False)
+        env.delenv("AWS_PROFILE", raising=False)
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        env.setenv("AWS_ENDPOINT_URL", endpoint)
+        env.setenv("NO_PROXY", ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1"])))
+        s3fs.S3FileSystem.clear_instance_cache()  # no cached client may point elsewhere
+        try:
+            yield endpoint
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()
+            server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server):
+    """A fresh, empty bucket on the local server; yields ``s3://<name>``."""
+    import uuid
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    fs.mkdir(name)
+    yield f"s3://{name}"
+    fs.rm(name, recursive=True)
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_root(request, tmp_path):
+    """An empty output root, once as a local directory and once as a fresh S3 bucket."""
+    return str(tmp_path) if request.param == "local" else request.getfixturevalue("s3_bucket")
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    """A real local Ray cluster, once per test session. It starts after the S3 server so that
+    its workers inherit the endpoint and credentials."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
