@@ -1,0 +1,171 @@
+"""Prefect flow ``generate-batch``: prompts -> videos on Ray, tracked in a Parquet manifest.
+
+Run it with ``prefect deployment run generate-batch/<deployment> -p prompts='[...]'`` against a
+served deployment (flows/serve.py), or call :func:`generate_batch` directly. The flow is thin:
+it validates every parameter before any work, merges the batch into its manifest (finished
+videos are skipped, unfinished ones resume from their last finished chunk), starts or joins
+Ray, streams the videos through the stage pools and commits the manifest after every stage
+event. Prefect artifacts: a progress bar updated as videos finish, and a table (one row per
+video) at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from pydantic import Field
+
+from infra import storage
+from infra.manifest import BatchManifest
+from infra.prompts import load_prompts
+from models.errors import ConfigError
+from models.request import MAX_FRAMES, GenerationRequest
+
+MANIFEST_NAME = "manifest.parquet"
+STAGE_FIELDS = ("status", "init_status", "extend_status", "refine_status", "init_s", "extend_s", "refine_s",
+                "chunks_total", "error")
+
+
+@task(retries=3, retry_delay_seconds=2)
+def read_prompts(prompts: list[str] | list[dict] | str) -> list[dict]:
+    """The prompt rows (retried: the source may be on flaky object storage)."""
+    return load_prompts(prompts)
+
+
+@task(retries=3, retry_delay_seconds=2)
+def commit_manifest(manifest: BatchManifest, uri: str) -> None:
+    """Atomic whole-file write; idempotent, so a retry never duplicates anything."""
+    manifest.write(uri)
+
+
+@task(retries=3, retry_delay_seconds=2)
+def open_manifest(uri: str, batch_id: str, requests: list[GenerationRequest]) -> BatchManifest:
+    manifest = BatchManifest.read(uri) if storage.exists(uri) else BatchManifest(batch_id)
+    merge = manifest.merge_requests(requests)
+    get_run_logger().info("manifest %s: %d new, %d finished (skipped), %d to resume, %d dropped", uri,
+                          len(merge.added), len(merge.finished), len(merge.resumed), len(merge.dropped))
+    manifest.write(uri)
+    return manifest
+
+
+def build_requests(rows: list[dict], defaults: dict) -> list[GenerationRequest]:
+    """One validated request per prompt row; row values override the batch defaults."""
+    requests = []
+    for i, row in enumerate(rows):
+        try:
+            requests.append(GenerationRequest(**{**defaults, **row}))
+        except ConfigError as exc:
+            raise ConfigError(f"prompts[{i}].{exc.field}", exc.value, exc.allowed) from None
+    return requests
+
+
+@flow(name="generate-batch", log_prints=True)
+def generate_batch(
+    prompts: list[str] | list[dict] | str,
+    output_uri: str = "outputs/batch",
+    batch_id: str | None = None,
+    preset: Literal["tiny", "modelscope"] = "tiny",
+    num_frames: Annotated[int, Field(ge=16, le=MAX_FRAMES)] = 80,
+    seed: Annotated[int, Field(ge=0)] = 0,
+    negative_prompt: str = "",
+    num_inference_steps: Annotated[int, Field(ge=1, le=1000)] = 50,
+    guidance_text: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 7.5,
+    guidance_anchor: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 7.5,
+    refine: bool = True,
+    blend: Literal["randomized", "shared-noise", "independent"] = "randomized",
+    refine_steps: Annotated[int, Field(ge=1, le=1000)] = 50,
+    fps: Annotated[int, Field(ge=1, le=120)] = 10,
+    ray_address: str = "",
+    pools: str = "local",
+    base_model: str | None = None,
+    streaming_model: str | None = None,
+    refiner: str | None = None,
+    device: str = "cpu",
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32",
+) -> dict:
+    """Generate every prompt of a batch; returns counts by status and the manifest URI.
+
+    ``prompts``: a list of prompts (or of dicts with prompt / negative_prompt / seed /
+    num_frames), or the URI of a CSV, Parquet or JSONL file. ``ray_address``: '' starts a local
+    Ray cluster, 'auto' joins the one on this machine, 'ray://host:10001' a remote one.
+    ``pools``: 'local', 'gpu' (matches ray_cluster.yaml) or a YAML file of pool resources.
+    """
+    from infra.cluster import ClusterConfig
+    from stages.sources import ModelSources
+
+    # Everything is validated before any work starts.
+    defaults = dict(num_frames=num_frames, seed=seed, negative_prompt=negative_prompt, preset=preset,
+                    num_inference_steps=num_inference_steps, guidance_text=guidance_text,
+                    guidance_anchor=guidance_anchor, refine=refine, blend=blend, refine_steps=refine_steps, fps=fps)
+    sources = ModelSources(preset=preset, base_model=base_model, streaming_model=streaming_model, refiner=refiner,
+                           device=device, dtype=dtype)
+    cluster = ClusterConfig.load(pools)
+    requests = build_requests(read_prompts(prompts), defaults)
+    if not requests:
+        raise ConfigError("prompts", prompts, "at least one prompt")
+    manifest_uri = storage.join(output_uri, MANIFEST_NAME)
+    batch_id = batch_id or hashlib.sha256(output_uri.encode()).hexdigest()[:12]
+    manifest = open_manifest(manifest_uri, batch_id, requests)
+    todo = [manifest.request(row["video_id"]) for row in manifest.pending()]
+    results = run_on_ray(todo, manifest, manifest_uri, output_uri, sources, cluster, ray_address,
+                         total=len(requests))
+    table = [{k: row[k] for k in ("video_id", "prompt", "seed", "num_frames", "status", "error", "total_s",
+                                  "video_uri")} for row in manifest.rows.values() if row["status"] != "skipped"]
+    create_table_artifact(table=table, key="generate-batch-videos", description=f"batch {batch_id}: {manifest_uri}")
+    counts: dict[str, int] = {}
+    for row in table:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return {"manifest": manifest_uri, "batch_id": batch_id, "counts": counts, "ran": len(results)}
+
+
+def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manifest_uri: str, output_uri: str,
+               sources, cluster, ray_address: str, total: int) -> dict:
+    """Stream the videos through the stage pools, committing the manifest on every event."""
+    import time
+
+    import ray
+
+    from infra.run_store import RunStore
+    from stages.pools import BatchScheduler, Pools, start_ray
+    from stages.workers import VideoJob
+
+    if not requests:
+        return {}
+    started_here = not ray.is_initialized() and not ray_address
+    start_ray(ray_address)
+    done = total - len(requests)
+    progress = create_progress_artifact(progress=100.0 * done / total, key="generate-batch-progress",
+                                        description=f"{done}/{total} videos done")
+    starts: dict[str, float] = {}
+
+    def on_update(video_id: str, fields: dict) -> None:
+        nonlocal done
+        row = {k: v for k, v in fields.items() if k in STAGE_FIELDS}
+        if fields.get("status") == "running" and video_id not in starts:
+            starts[video_id] = time.perf_counter()
+            row["attempts"] = manifest.row(video_id)["attempts"] + 1
+            store = RunStore(output_uri, video_id)
+            row.update(chunk_latents_uri=storage.join(store.work, "extend"), low_res_uri=store.low_res_video,
+                       video_uri=store.final_video)
+        if fields.get("extend_status") == "done" and "chunks_total" in fields:
+            row["chunks_done"] = fields["chunks_total"]
+        if fields.get("status") == "done":
+            row["total_s"] = time.perf_counter() - starts.get(video_id, time.perf_counter())
+            row["error"] = None
+        manifest.update(video_id, **row)
+        commit_manifest.fn(manifest, manifest_uri)
+        if fields.get("status") in ("done", "failed"):
+            done += 1
+            update_progress_artifact(progress, 100.0 * done / total, description=f"{done}/{total} videos finished")
+
+    pools = Pools.create(sources, cluster, refine=any(r.refine for r in requests))
+    try:
+        jobs = [VideoJob(r.params(), output_uri) for r in requests]
+        return BatchScheduler(pools, sources, on_update=on_update).run(jobs)
+    finally:
+        pools.shutdown()
+        if started_here:
+            ray.shutdown()
