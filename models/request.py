@@ -31,6 +31,7 @@ class GenerationRequest:
     refine_steps: int = 50  # DDIM spacing of the refiner; from T' = 600 this takes 30 steps
     refine_guidance: float = 7.5
     anchor_frame: int = 0  # frame of the first chunk used as APM anchor
+    apm: bool = True  # False: the "w/o APM" ablation (no anchor conditioning, text guidance only)
     fps: int = 10
     preset: str = "tiny"
     force: bool = field(default=False, compare=False)  # allow num_frames beyond MAX_FRAMES

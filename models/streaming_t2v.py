@@ -18,7 +18,7 @@ from transformers import (CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVi
 from models.apm import APMConfig
 from models.cam import CAMConfig
 from models.errors import require
-from models.guidance import GuidanceWeights, multi_conditioned_cfg
+from models.guidance import GuidanceWeights, multi_conditioned_cfg, text_cfg
 from models.latent_video import LatentVideoModel, StepCallback, load_geometry
 from models.presets import ModelPreset, VideoConfig, get_preset
 from models.schedule import VIDEO_LDM_SCHEDULE, NoiseSchedule
@@ -87,26 +87,32 @@ class StreamingT2V(LatentVideoModel):
         return multi_conditioned_cfg(eps_null, eps_text, eps_full, weights)
 
     @torch.no_grad()
-    def sample_chunk(self, prompts: list[str], anchor_frames: torch.Tensor, cond_frames: torch.Tensor,
+    def sample_chunk(self, prompts: list[str], anchor_frames: torch.Tensor | None, cond_frames: torch.Tensor,
                      generators: list[torch.Generator], weights: GuidanceWeights = GuidanceWeights(),
                      negative_prompts: list[str] | None = None, num_inference_steps: int | None = None,
                      on_step: StepCallback | None = None) -> torch.Tensor:
         """Latents (b, c, F, h, w) of the next chunk.
 
-        anchor_frames: (b, 3, H, W), the APM anchor; cond_frames: (b, 3, F_cond, H, W), the last
-        F_cond frames of the video so far, both in [-1, 1].
+        anchor_frames: (b, 3, H, W), the APM anchor, or None to switch APM off (the "w/o APM"
+        ablation: text guidance only); cond_frames: (b, 3, F_cond, H, W), the last F_cond frames
+        of the video so far, both in [-1, 1].
         """
         b = len(prompts)
         require(cond_frames.shape[2] == self.cond_frames, "cond_frames", tuple(cond_frames.shape),
                 f"{self.cond_frames} frames on axis 2")
         text = self.encode_prompt(list(negative_prompts or [""] * b) + list(prompts))
         text_null, text_pos = text.chunk(2)
-        anchor = self.anchor_embeds(anchor_frames)
-        anchor_null = self.null_anchor_embeds(b)
         cond = cond_frames.to(self.device, self.dtype)
+        if anchor_frames is None:
+            def noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                eps_null, eps_text = self.unet(torch.cat([x, x]), t, text, None, torch.cat([cond] * 2)).chunk(2)
+                return text_cfg(eps_null, eps_text, weights.text)
+        else:
+            anchor = self.anchor_embeds(anchor_frames)
+            anchor_null = self.null_anchor_embeds(b)
 
-        def noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.guided_noise(x, t, text_null, text_pos, anchor_null, anchor, cond, weights)
+            def noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return self.guided_noise(x, t, text_null, text_pos, anchor_null, anchor, cond, weights)
 
         shape = self.latent_shape(b, self.video.frames_per_chunk)
         return self.ddim_sample(noise, shape, generators, num_inference_steps, on_step)

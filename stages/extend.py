@@ -34,8 +34,8 @@ class AutoregressiveExtendStage:
         """anchor: (1, 3, H, W); previous: the previous chunk's frames (1, 3, F, H, W)."""
         cond = previous[:, :, -self.model.cond_frames:]
         latents = self.model.sample_chunk(
-            [request.prompt], anchor, cond, [stream(request.seed, "extend", chunk.index)], request.guidance,
-            [request.negative_prompt], request.num_inference_steps, on_step)
+            [request.prompt], anchor if request.apm else None, cond, [stream(request.seed, "extend", chunk.index)],
+            request.guidance, [request.negative_prompt], request.num_inference_steps, on_step)
         return ChunkOutput(latents, self.model.decode(latents))
 
 

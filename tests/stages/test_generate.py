@@ -68,3 +68,21 @@ def test_finished_video_is_not_generated_again(tiny_stages, tmp_path):
     before = read_video(first["artifacts"]["video"])
     again = generate_video(request, tiny_stages, store)
     assert again == first and (read_video(again["artifacts"]["video"]) == before).all()
+
+
+def test_apm_off_ablation_changes_the_extension_only(tiny_stages):
+    import copy
+
+    from models.apm import APMAttnProcessor
+
+    stages = copy.copy(tiny_stages)
+    stages.extend = copy.copy(tiny_stages.extend)
+    stages.extend.model = copy.copy(tiny_stages.extend.model)
+    stages.extend.model.unet = copy.deepcopy(tiny_stages.extend.model.unet)
+    for p in stages.extend.model.unet.unet.attn_processors.values():
+        if isinstance(p, APMAttnProcessor):
+            p.alpha.data.fill_(1.0)  # a "trained" APM, so that the anchor matters
+    kwargs = dict(prompt="A beagle reading a paper", num_frames=24, seed=2, **FAST)
+    on = generate_low_res(GenerationRequest(**kwargs), stages.init, stages.extend)
+    off = generate_low_res(GenerationRequest(**kwargs, apm=False), stages.init, stages.extend)
+    assert torch.equal(on[:, :, :16], off[:, :, :16]) and not torch.equal(on[:, :, 16:], off[:, :, 16:])
