@@ -136,6 +136,10 @@ def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manif
         return {}
     started_here = not ray.is_initialized() and not ray_address
     start_ray(ray_address)
+    wants_refine = any(r.refine for r in requests)
+    stages = ("init", "extend", "refine") if wants_refine else ("init", "extend")
+    if not ray_address and (unmet := cluster.unmet(ray.cluster_resources(), stages)):
+        raise ConfigError("pools", cluster.to_dict(), f"within this local Ray cluster's resources (short of {unmet})")
     done = total - len(requests)
     progress = create_progress_artifact(progress=100.0 * done / total, key="generate-batch-progress",
                                         description=f"{done}/{total} videos done")
@@ -161,7 +165,7 @@ def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manif
             done += 1
             update_progress_artifact(progress, 100.0 * done / total, description=f"{done}/{total} videos finished")
 
-    pools = Pools.create(sources, cluster, refine=any(r.refine for r in requests))
+    pools = Pools.create(sources, cluster, refine=wants_refine)
     try:
         jobs = [VideoJob(r.params(), output_uri) for r in requests]
         return BatchScheduler(pools, sources, on_update=on_update).run(jobs)

@@ -9,13 +9,41 @@ Deployments:
 * ``generate-batch/gpu-cluster``: joins the running Ray cluster (``ray_address='auto'``), pools
   pinned as in ray_cluster.yaml (``pools='gpu'``), ``modelscope`` preset; its model locations are
   run parameters (``-p base_model=... -p streaming_model=... -p refiner=...``).
+* ``nightly-benchmark/nightly``: every day at 02:00 UTC, the paper's setting (App. F prompts, 240
+  frames, metrics at 720x720, Sec. 5.2) on the GPU cluster with the ``modelscope`` preset, one run
+  at a time (the history is rewritten whole). A scheduled run takes no ``-p``, so its model
+  locations, output and history URIs are read when serving from the JSON object in
+  ``$STREAMINGT2V_NIGHTLY_PARAMETERS``, e.g. ``{"base_model": "...", "streaming_model": "...",
+  "refiner": "...", "history_uri": "s3://bucket/nightly/history.parquet",
+  "metric_models": {"clip": "...", "aesthetic_mlp": "..."}}``.
 """
 
 from __future__ import annotations
 
+import json
+import os
+
 from prefect import serve
+from prefect.schedules import Cron
 
 from flows.generate_batch import generate_batch
+from flows.nightly_benchmark import nightly_benchmark
+from models.errors import require
+
+NIGHTLY_PARAMETERS_ENV = "STREAMINGT2V_NIGHTLY_PARAMETERS"
+NIGHTLY_CRON = "0 2 * * *"
+
+
+def nightly_parameters() -> dict:
+    """The nightly run's parameters: the paper's setting on the GPU cluster, overridden by
+    ``$STREAMINGT2V_NIGHTLY_PARAMETERS`` (model locations, URIs)."""
+    defaults = {"prompt_set": "paper", "num_frames": 240, "flow_size": 720, "preset": "modelscope",
+                "ray_address": "auto", "pools": "gpu", "device": "cuda", "dtype": "float16",
+                "output_uri": "outputs/nightly", "history_uri": "outputs/nightly/history.parquet"}
+    overrides = json.loads(os.environ.get(NIGHTLY_PARAMETERS_ENV, "{}"))
+    require(isinstance(overrides, dict), NIGHTLY_PARAMETERS_ENV, overrides,
+            "a JSON object of nightly-benchmark parameters")
+    return {**defaults, **overrides}
 
 
 def deployments() -> list:
@@ -25,6 +53,8 @@ def deployments() -> list:
         generate_batch.to_deployment(name="gpu-cluster", parameters={"ray_address": "auto", "pools": "gpu",
                                                                      "preset": "modelscope", "device": "cuda",
                                                                      "dtype": "float16"}),
+        nightly_benchmark.to_deployment(name="nightly", schedule=Cron(NIGHTLY_CRON, timezone="UTC"),
+                                        parameters=nightly_parameters(), concurrency_limit=1),
     ]
 
 

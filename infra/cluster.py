@@ -90,6 +90,17 @@ class ClusterConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def unmet(self, available: dict[str, float], stages: tuple[str, ...] = STAGES) -> dict[str, tuple[float, float]]:
+        """Resources the pools of ``stages`` need in total that ``available`` (e.g.
+        ``ray.cluster_resources()``) lacks, as {name: (needed, available)}. On a fixed-size
+        cluster such pools would wait forever for their actors."""
+        needed: dict[str, float] = {}
+        for stage in stages:
+            pool = self.pool(stage)
+            for name, amount in pool.resource_request().items():
+                needed[name] = needed.get(name, 0.0) + amount * pool.size
+        return {k: (v, available.get(k, 0.0)) for k, v in needed.items() if available.get(k, 0.0) + 1e-9 < v}
+
 
 LOCAL = ClusterConfig(init=PoolConfig(size=1, num_cpus=0.5), extend=PoolConfig(size=1, num_cpus=0.5),
                       refine=PoolConfig(size=2, num_cpus=0.5))

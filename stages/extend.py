@@ -41,16 +41,21 @@ class AutoregressiveExtendStage:
 
 ChunkSink = Callable[[Chunk, ChunkOutput], None]
 ChunkSource = Callable[[Chunk], torch.Tensor | None]
+KeptSink = Callable[[Chunk, torch.Tensor], None]
 
 
 def generate_low_res(request: GenerationRequest, init: InitChunkStage, extend: AutoregressiveExtendStage,
                      load_chunk: ChunkSource = lambda chunk: None, on_chunk: ChunkSink | None = None,
-                     on_step: Callable[[Chunk], StepCallback | None] = lambda chunk: None) -> torch.Tensor:
+                     on_step: Callable[[Chunk], StepCallback | None] = lambda chunk: None,
+                     on_kept: KeptSink | None = None) -> torch.Tensor:
     """The whole low-resolution video (1, 3, N, H, W).
 
     ``load_chunk`` returns the saved latents of a finished chunk (or None): those chunks are
     decoded instead of generated, which is how a crashed run resumes. Every chunk's noise comes
     from its own seeded stream, so a resumed video is bit-identical to an uninterrupted one.
+    ``on_kept`` sees every chunk in order, resumed or generated, with the frames it appends to the
+    video (1, 3, n, H, W), as soon as it is finished (after ``on_chunk`` has saved it): what a
+    client streaming the video is shown.
     """
     plan = extend.plan(request)
     kept, previous, anchor = [], None, None
@@ -67,5 +72,7 @@ def generate_low_res(request: GenerationRequest, init: InitChunkStage, extend: A
         if chunk.index == 0:
             anchor = out.frames[:, :, request.anchor_frame]
         kept.append(out.frames[:, :, chunk.kept_slice()])
+        if on_kept is not None:
+            on_kept(chunk, kept[-1])
         previous = out.frames
     return torch.cat(kept, dim=2)

@@ -18,7 +18,7 @@ from infra.video_io import to_uint8, write_mp4
 from models.chunk_plan import Chunk
 from models.latent_video import StepCallback
 from models.seeding import derive_seed
-from stages.extend import AutoregressiveExtendStage, generate_low_res
+from stages.extend import AutoregressiveExtendStage, KeptSink, generate_low_res
 from stages.init_chunk import ChunkOutput, InitChunkStage
 from stages.refine import RefineStage
 from models.request import GenerationRequest
@@ -39,10 +39,12 @@ class Stages:
 
 @dataclass
 class Progress:
-    """Hooks for progress display; all optional."""
+    """Hooks for progress display; all optional. A step callback that raises stops the run
+    (between two denoising steps); finished chunks stay in the store for a later resume."""
 
     chunk_step: Callable[[Chunk, int], StepCallback | None] = lambda chunk, total: None
     refine_step: StepCallback | None = None
+    chunk_done: KeptSink | None = None  # each low-res chunk's appended frames, in order (generate_low_res's on_kept)
 
 
 def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
@@ -61,7 +63,7 @@ def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
 
     low_res = generate_low_res(
         request, stages.init, stages.extend, load_chunk=lambda c: store.load_chunk(c.index), on_chunk=save,
-        on_step=lambda c: progress.chunk_step(c, len(plan)))
+        on_step=lambda c: progress.chunk_step(c, len(plan)), on_kept=progress.chunk_done)
     timings["low_res_s"] = time.perf_counter() - t0
     low_res_u8 = to_uint8(low_res)
     write_mp4(low_res_u8, store.low_res_video, request.fps)

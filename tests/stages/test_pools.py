@@ -94,3 +94,10 @@ def test_a_killed_extend_actor_is_restarted_and_the_video_completes_identically(
     assert killed.is_set() and result[job.request.video_id]["status"] == "done"
     assert (read_video(job.store.final_video) == read_video(reference.store.final_video)).all()
     assert job.store.load_low_res().tobytes() == reference.store.load_low_res().tobytes()
+
+
+def test_pools_that_cannot_fit_a_fixed_cluster_are_reported():
+    assert LOCAL.unmet({"CPU": 2.0}) == {}
+    assert LOCAL.unmet({"CPU": 1.0}) == {"CPU": (2.0, 1.0)}
+    assert set(GPU.unmet({"CPU": 1000, "GPU": 100})) == {"memory_gb:80", "memory_gb:141", "accelerator_type:H200"}
+    assert GPU.unmet({"CPU": 80, "GPU": 10, "memory_gb:80": 6, "memory_gb:141": 4, "accelerator_type:H200": 1}) == {}

@@ -1,0 +1,377 @@
+"""Text to long video over HTTP: a Ray Serve application for single requests.
+
+    serve run serve_config.yaml                          # the GPU cluster of ray_cluster.yaml
+    serve run flows.serve_api:app root=outputs/serve      # local, tiny preset
+
+Endpoints (JSON unless noted; the OpenAPI schema is at /openapi.json):
+
+    POST   /v1/videos                      -> 202 {id, status_url, stream_url, video_url}
+    GET    /v1/videos/{id}                 -> status, stage, chunks_done/chunks_total, timings, error
+    GET    /v1/videos/{id}/stream          -> server-sent events: chunk ..., then done | failed | cancelled
+    GET    /v1/videos/{id}/chunks/{k}.mp4  -> the frames low-res chunk k appended to the video (MP4)
+    GET    /v1/videos/{id}.mp4             -> the final video (409 until it is done)
+    DELETE /v1/videos/{id}                 -> cancel (within one denoising step)
+
+Three deployments:
+
+* ``VideoAPI`` (FastAPI ingress): validates requests and dispatches each accepted job to the
+  generation deployment.
+* ``JobOwner`` (one replica, fixed): the only writer of the jobs' state, an
+  :class:`infra.jobs.JobBoard` over the manifest ``<root>/manifest.parquet`` (local path or
+  ``s3://``, committed atomically on every change). A restarted application reads it back, so
+  finished jobs keep answering. It also bounds the queue: at most ``max_queue`` jobs queued or
+  running, beyond that 429 with ``Retry-After``, so Serve's queue in front of the generation
+  replicas stays as short (a job cancelled while queued leaves it at once).
+* ``Generator`` (``max_ongoing_requests=1``, autoscaled, resources of the extend pool): loads the
+  stages once and runs one video per call with :func:`stages.generate.generate_video`, writing
+  each finished low-res chunk's MP4 and reporting it to the owner, which it also asks after
+  every denoising step whether to stop. Chunk latents are saved as they finish (the run store),
+  so a failed or cancelled job that is submitted again resumes after its last finished chunk.
+
+Streaming: server-sent events that carry the URL of a small MP4 per chunk, rather than one
+growing fragmented MP4 or a WebSocket. SSE is plain HTTP (proxies, ``curl -N``, the browser's
+EventSource, automatic reconnection), each chunk is a complete playable file that exists as soon
+as the chunk does, and the events also name each chunk's frame range, so a client can play,
+skip or stitch chunks as it likes. Event data is JSON: ``chunk`` {index, frames: [start, stop),
+url, chunks_total, status}; ``done`` {video_url, ...}; ``failed`` / ``cancelled`` {error, ...}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from typing import Annotated, Any
+
+import torch
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from infra import storage
+from infra.cluster import ClusterConfig, PoolConfig
+from infra.jobs import JobOwner, RequestGuard, chunk_video_uri, file_response
+from infra.run_store import RunStore
+from infra.video_io import to_uint8, write_mp4
+from models.errors import ConfigError
+from models.refinement import BlendMode
+from models.request import MIN_FRAMES, GenerationRequest
+from stages.generate import Progress, Stages, generate_video
+from stages.sources import ModelSources
+
+TOKEN_ENV = "STREAMINGT2V_API_TOKEN"
+KEEPALIVE_S = 15.0  # an SSE comment this often keeps idle proxies from closing the stream
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+class ServeArgs(BaseModel):
+    """The application's arguments (``args:`` in serve_config.yaml, ``key=value`` after
+    ``serve run flows.serve_api:app``). Caps default from STREAMINGT2V_MAX_* environment variables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = "outputs/serve"  # manifest, videos and chunks: a local directory or s3://bucket/prefix
+    preset: str = "tiny"  # the one preset this service runs; requests must name it
+    base_model: str | None = None
+    streaming_model: str | None = None
+    refiner: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    pools: str = "local"  # ClusterConfig profile or YAML: the generation replicas get the extend pool's resources
+    min_replicas: int = Field(1, ge=0)  # of the generation deployment; the maximum is the extend pool's size
+    max_queue: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_QUEUE", 8), ge=1)
+    max_frames: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_FRAMES", 1200), ge=MIN_FRAMES)
+    max_body_bytes: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_BODY_BYTES", 16 * 1024), ge=1)
+    retry_after_s: int = Field(10, ge=1)
+    api_token: str | None = None  # else the STREAMINGT2V_API_TOKEN environment variable of the API replicas
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationRequest) if f.default is not dataclasses.MISSING}
+
+
+class VideoBody(BaseModel):
+    """The body of ``POST /v1/videos``: the parameters of :class:`models.request.GenerationRequest`,
+    which checks their ranges (its defaults apply)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str
+    num_frames: int = _DEFAULTS["num_frames"]
+    seed: int = _DEFAULTS["seed"]
+    preset: str = _DEFAULTS["preset"]
+    refine: bool = _DEFAULTS["refine"]
+    fps: int = _DEFAULTS["fps"]
+    guidance_text: float = _DEFAULTS["guidance_text"]
+    guidance_anchor: float = _DEFAULTS["guidance_anchor"]
+    negative_prompt: str = _DEFAULTS["negative_prompt"]
+    blend: BlendMode = _DEFAULTS["blend"]
+    num_inference_steps: int = _DEFAULTS["num_inference_steps"]
+    refine_steps: int = _DEFAULTS["refine_steps"]
+    apm: bool = _DEFAULTS["apm"]
+
+
+class Cancelled(Exception):
+    """Raised from a step callback to stop a job the owner says to stop."""
+
+
+@serve.deployment(max_ongoing_requests=1)
+class Generator:
+    """One video per call on stages loaded once; progress and cancellation go through the owner."""
+
+    def __init__(self, owner: DeploymentHandle, root: str, sources: ModelSources, torch_threads: int) -> None:
+        torch.set_num_threads(torch_threads)
+        self.owner = owner
+        self.root = root
+        self.stages = Stages.load(sources)
+
+    async def run(self, params: dict, attempt: int) -> str:
+        # The work runs in a thread: the replica's event loop stays free, and the thread may
+        # wait on the owner's answers.
+        return await asyncio.to_thread(self._run, GenerationRequest(**params, force=True), attempt)
+
+    def _run(self, request: GenerationRequest, attempt: int) -> str:
+        video_id, store = request.video_id, RunStore(self.root, request.video_id)
+
+        def ask(method: str, *args: Any) -> Any:
+            return getattr(self.owner, method).remote(video_id, attempt, *args).result()
+
+        plan = self.stages.extend.plan(request)
+        if not ask("start", plan):
+            return "not started"
+        t0, finished_at = time.perf_counter(), {}  # chunk index -> seconds since the start
+
+        def report(index: int) -> None:
+            finished_at[index] = time.perf_counter() - t0
+            timings = {"init_s": finished_at[0]} if index == 0 else {}
+            if index == len(plan.chunks) - 1:  # the low-res video is complete
+                timings["extend_s"] = finished_at[index] - finished_at[0]
+            if ask("chunk_done", index, timings):
+                raise Cancelled
+
+        def chunk_done(chunk, frames: torch.Tensor) -> None:
+            write_mp4(to_uint8(frames), chunk_video_uri(self.root, video_id, chunk.index), request.fps)
+            report(chunk.index)
+
+        def stop_if_asked(step: int, total: int) -> None:
+            if ask("should_stop"):
+                raise Cancelled
+
+        progress = Progress(chunk_step=lambda chunk, total: stop_if_asked, refine_step=stop_if_asked,
+                            chunk_done=chunk_done)
+        try:
+            request.check_prompt_length(self.stages.extend.model.tokenizer)
+            record = generate_video(request, self.stages, store, progress)
+            for chunk in plan.chunks[len(finished_at):]:  # a finished record skips the chunks: its MP4s exist
+                report(chunk.index)
+        except Cancelled:
+            ask("finish", "cancelled")
+            return "cancelled"
+        except Exception as error:  # the job fails, the replica keeps serving
+            ask("finish", "failed", f"{type(error).__name__}: {error}")
+            return "failed"
+        timings = {k: v for k, v in record["timings"].items() if k in ("refine_s", "total_s")}
+        artifacts = {"video_uri": store.final_video, "low_res_uri": store.low_res_video,
+                     "record_uri": store.record, "chunk_latents_uri": storage.join(store.work, "extend")}
+        ask("finish", "done", None, timings, artifacts)
+        return "done"
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
+@serve.ingress()
+class VideoAPI:
+    """The HTTP ingress; its FastAPI app (:func:`http_app`) is built on the replica, where the
+    token and the limits are known."""
+
+    def __init__(self, owner: DeploymentHandle, generator: DeploymentHandle, args: ServeArgs) -> None:
+        self.owner = owner
+        self.generator = generator
+        self.args = args
+        self.token = args.api_token or os.environ.get(TOKEN_ENV) or None
+        self.dispatched: set[asyncio.Task] = set()
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return http_app(self)
+
+    def dispatch(self, params: dict, attempt: int) -> None:
+        """Hand an accepted job to the generation deployment. Serve queues the call until a
+        replica is free; the owner's bound keeps that queue at most ``max_queue`` long."""
+        task = asyncio.get_running_loop().create_task(self._generate(params, attempt))
+        self.dispatched.add(task)
+        task.add_done_callback(self.dispatched.discard)
+
+    async def _generate(self, params: dict, attempt: int) -> None:
+        try:
+            await self.generator.run.remote(params, attempt)
+        except Exception as error:  # the replica died: the job fails (a no-op if it had finished)
+            video_id = GenerationRequest(**params, force=True).video_id
+            await self.owner.finish.remote(video_id, attempt, "failed", f"generation replica: {type(error).__name__}: "
+                                           f"{error}")
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+ID_DIGITS = len(GenerationRequest("any").video_id)
+VideoId = Annotated[str, Path(pattern=rf"^[0-9a-f]{{{ID_DIGITS}}}$",
+                              description=f"the job id: a video_id ({ID_DIGITS} hex digits)")]
+FINISHED = ("done", "failed", "cancelled")
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+
+def http_app(api: VideoAPI) -> FastAPI:
+    app = FastAPI(title="StreamingT2V", version="1",
+                  summary="Text to long video: submit, follow chunk by chunk, download, cancel.")
+    app.state.api = api
+    app.add_middleware(RequestGuard, token=api.token, max_body_bytes=api.args.max_body_bytes)
+    app.add_exception_handler(ConfigError, _config_error)
+    app.include_router(router)
+    return app
+
+
+async def _config_error(request: Request, error: ConfigError) -> JSONResponse:
+    """A parameter out of range: 422 in FastAPI's own error format, naming the field and the range."""
+    detail = {"type": "config_error", "loc": ["body", error.field], "msg": str(error),
+              "input": jsonable_encoder(error.value), "allowed": error.allowed}
+    return JSONResponse({"detail": [detail]}, 422)
+
+
+def generation_request(body: VideoBody, args: ServeArgs) -> GenerationRequest:
+    """The validated request; this service's own limits come first."""
+    if body.num_frames > args.max_frames:
+        raise ConfigError("num_frames", body.num_frames, f"an integer in [{MIN_FRAMES}, {args.max_frames}] "
+                          "(this service's limit)")
+    if body.preset != args.preset:
+        raise ConfigError("preset", body.preset, f"{args.preset!r} (the preset this service runs)")
+    return GenerationRequest(**body.model_dump(), force=True)  # force: max_frames above is the upper bound
+
+
+def _links(request: Request, job: dict) -> dict:
+    """The job as the API shows it: storage URIs and bookkeeping replaced by URLs."""
+    video_id = job["id"]
+    chunks = [{**c, "url": request.url_for("chunk_video", video_id=video_id, index=c["index"]).path}
+              for c in job["chunks"]]
+    public = {k: v for k, v in job.items() if k not in ("version", "video_uri")}
+    return {**public, "chunks": chunks,
+            "status_url": request.url_for("video_status", video_id=video_id).path,
+            "stream_url": request.url_for("video_stream", video_id=video_id).path,
+            "video_url": request.url_for("video_file", video_id=video_id).path}
+
+
+async def _job(request: Request, video_id: str) -> dict:
+    job = await request.app.state.api.owner.view.remote(video_id)
+    if job is None:
+        raise HTTPException(404, f"no video {video_id}")
+    return job
+
+
+@router.post("", status_code=202, responses={413: {}, 422: {}, 429: {"description": "queue full; see Retry-After"}})
+async def submit_video(body: VideoBody, request: Request) -> JSONResponse:
+    """Queue one video; 202 with its id and URLs.
+
+    The id is computed by the server: the request's ``video_id``, a hash of every parameter.
+    Submitting the same parameters again is idempotent: it returns the same job, queued, running
+    or done, and starts no new work. A failed or cancelled job is queued again and resumes after
+    its last finished chunk.
+    """
+    api = request.app.state.api
+    params = generation_request(body, api.args).params()
+    submitted = await api.owner.submit.remote(params)
+    if "queue_full" in submitted:
+        return JSONResponse({"detail": f"queue full: {submitted['queue_full']}; retry later"}, 429,
+                            {"Retry-After": str(api.args.retry_after_s)})
+    if submitted["attempt"] is not None:
+        api.dispatch(params, submitted["attempt"])
+    job = _links(request, submitted["job"])
+    reply = {k: job[k] for k in ("id", "status", "status_url", "stream_url", "video_url")}
+    return JSONResponse(reply, 202, {"Location": job["status_url"]})
+
+
+@router.get("/{video_id}.mp4", name="video_file", response_class=StreamingResponse)
+async def video_file(request: Request, video_id: VideoId) -> StreamingResponse:
+    """The final video; 409 until the job is done."""
+    job = await _job(request, video_id)
+    if job["status"] != "done":
+        raise HTTPException(409, f"video {video_id} is {job['status']}, not done")
+    return file_response(job["video_uri"])
+
+
+@router.get("/{video_id}/chunks/{index}.mp4", name="chunk_video", response_class=StreamingResponse)
+async def chunk_video(request: Request, index: int, video_id: VideoId) -> StreamingResponse:
+    """The frames low-res chunk ``index`` appended to the video, as soon as the chunk exists."""
+    job = await _job(request, video_id)
+    if not 0 <= index < job["chunks_done"]:
+        raise HTTPException(404, f"chunk {index} of video {video_id} is not finished ({job['chunks_done']} are)")
+    return file_response(chunk_video_uri(request.app.state.api.args.root, video_id, index))
+
+
+@router.get("/{video_id}/stream", name="video_stream", response_class=StreamingResponse)
+async def video_stream(request: Request, video_id: VideoId) -> StreamingResponse:
+    """Server-sent events: ``chunk`` for every finished low-res chunk, in order, as soon as it
+    exists; then one of ``done``, ``failed``, ``cancelled``."""
+    job = await _job(request, video_id)
+    return StreamingResponse(_events(request, job), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _events(request: Request, job: dict):
+    owner, sent = request.app.state.api.owner, 0
+    while True:
+        for chunk in _links(request, job)["chunks"][sent:]:
+            data = {**chunk, "chunks_total": job["chunks_total"], "status": job["status"]}
+            yield f"event: chunk\nid: {chunk['index']}\ndata: {json.dumps(data)}\n\n"
+        sent = max(sent, len(job["chunks"]))
+        if job["status"] in FINISHED:
+            yield f"event: {job['status']}\ndata: {json.dumps(_links(request, job))}\n\n"
+            return
+        version = job["version"]
+        while (job := await owner.watch.remote(job["id"], version, KEEPALIVE_S))["version"] == version:
+            yield ": keep-alive\n\n"
+
+
+@router.get("/{video_id}", name="video_status")
+async def video_status(request: Request, video_id: VideoId) -> dict:
+    """Status (queued, running, done, failed, cancelled), stage, chunks, timings and error."""
+    return _links(request, await _job(request, video_id))
+
+
+@router.delete("/{video_id}", responses={409: {"description": "already done or failed"}})
+async def cancel_video(request: Request, video_id: VideoId) -> JSONResponse:
+    """Cancel: a queued job at once (200), a running one within one denoising step (202; its
+    status turns cancelled when the generator has stopped and freed its replica)."""
+    job = await _job(request, video_id)
+    if job["status"] in ("done", "failed"):
+        raise HTTPException(409, f"video {video_id} is {job['status']}: nothing to cancel")
+    job = await request.app.state.api.owner.cancel.remote(video_id)
+    return JSONResponse(_links(request, job), 202 if job["status"] == "running" else 200)
+
+
+# --- the application ------------------------------------------------------------------------------
+
+def _replica_options(pool: PoolConfig) -> dict[str, Any]:
+    """A pool's resources as Serve's ray_actor_options (Serve restarts replicas itself)."""
+    options = pool.actor_options()
+    return {k: options[k] for k in ("num_cpus", "num_gpus", "accelerator_type", "resources") if k in options}
+
+
+def app(args: dict) -> serve.Application:
+    """The application builder that serve_config.yaml names (``import_path: flows.serve_api:app``)."""
+    config = ServeArgs.model_validate(args)
+    sources = ModelSources(preset=config.preset, base_model=config.base_model, streaming_model=config.streaming_model,
+                           refiner=config.refiner, device=config.device, dtype=config.dtype)
+    pool = ClusterConfig.load(config.pools).extend
+    if config.min_replicas > pool.size:
+        raise ConfigError("min_replicas", config.min_replicas, f"at most the extend pool's size {pool.size}")
+    owner = JobOwner.bind(config.root, config.max_queue)
+    generator = Generator.options(
+        ray_actor_options=_replica_options(pool),
+        autoscaling_config={"min_replicas": config.min_replicas, "max_replicas": pool.size,
+                            "target_ongoing_requests": 1},
+    ).bind(owner, config.root, sources, pool.torch_threads)
+    return VideoAPI.bind(owner, generator, config)

@@ -1,0 +1,330 @@
+"""The jobs of the HTTP service (flows/serve_api.py): one owner of their state, kept in a
+:class:`~infra.manifest.BatchManifest` and committed to storage on every change, plus the HTTP
+plumbing around them (the request guard, file responses, where chunk MP4s live).
+
+A job is one :class:`~models.request.GenerationRequest`; its id is the request's ``video_id`` (a
+hash of every parameter), so an identical resubmission is the same job. The API's statuses are
+stored in the manifest's columns as follows::
+
+    API status   manifest status   stage columns (init / extend / refine)
+    queued       pending           pending
+    running      running           the stage at work is running
+    done         done              done (refine: skipped when not requested)
+    failed       failed            the stage at work is failed, ``error`` says why
+    cancelled    skipped           the stage at work is skipped, ``error`` is CANCELLED
+
+(skipped is the manifest's "no run picks this up again"; the service never skips otherwise.)
+
+Every call from the generation replica carries the job's attempt number (the ``attempts``
+column, raised each time the job is queued): a late report of an older attempt, e.g. one that
+was cancelled and resubmitted, is ignored and told to stop. :class:`JobBoard` is plain Python;
+:class:`JobOwner` is its single-replica Serve deployment, so that exactly one process writes the
+manifest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from starlette.datastructures import Headers
+
+from infra import storage
+from infra.manifest import STAGE_STATUS_COLUMNS, TIMING_COLUMNS, BatchManifest
+from infra.run_store import RunStore
+from models.chunk_plan import ChunkPlan
+from models.presets import get_preset
+from models.request import GenerationRequest
+
+API_STATUS = {"pending": "queued", "running": "running", "done": "done", "failed": "failed", "skipped": "cancelled"}
+ACTIVE = ("pending", "running")  # what counts against the queue bound
+CANCELLED = "cancelled by the client"
+INTERRUPTED = ("interrupted: the service stopped before the job finished; submit the same request again to "
+               "resume from its last finished chunk")
+STAGES = ("init", "extend", "refine")
+
+
+class QueueFull(Exception):
+    """The bounded queue is full: the client should retry later."""
+
+    def __init__(self, active: int, limit: int) -> None:
+        self.active = active
+        self.limit = limit
+        super().__init__(f"{active} jobs queued or running (at most {limit})")
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: dict[str, Any]  # the API view of the job
+    attempt: int | None  # the attempt to run now, or None when the job is already queued, running or done
+
+
+class JobBoard:
+    """The jobs of one service, as rows of the manifest at ``<root>/manifest.parquet``.
+
+    A restarted service reads the manifest back: finished jobs answer as before, jobs that were
+    queued or running are marked failed with :data:`INTERRUPTED` (their chunks stay in storage,
+    so resubmitting resumes them). ``on_change(job_id)`` is called after every committed change.
+    """
+
+    def __init__(self, root: str, max_queue: int = 8, batch_id: str = "serve",
+                 on_change: Callable[[str], None] = lambda job_id: None) -> None:
+        self.uri = storage.join(root, "manifest.parquet")
+        self.max_queue = max_queue
+        self.on_change = on_change
+        self.manifest = BatchManifest.read(self.uri) if storage.exists(self.uri) else BatchManifest(batch_id)
+        self.plans: dict[str, ChunkPlan] = {}  # chunk plan of each job, reported by the generator
+        self.cancel_requested: set[str] = set()
+        self.versions: dict[str, int] = {}  # bumped on every change: what a watcher waits for
+        interrupted = [vid for vid, row in self.manifest.rows.items() if row["status"] in ACTIVE]
+        for vid in interrupted:
+            self.manifest.update(vid, status="failed", error=INTERRUPTED, **self._stage_statuses(vid, "failed"))
+        if interrupted:
+            self.manifest.write(self.uri)
+
+    # --- what the HTTP side asks -------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest) -> Submission:
+        """Queue ``request``, or return its job if it is already queued, running or done.
+
+        A failed or cancelled job is queued again (a new attempt, resuming from its chunks).
+        Raises :class:`QueueFull` when ``max_queue`` jobs are queued or running.
+        """
+        vid = request.video_id
+        row = self.manifest.rows.get(vid)
+        if row is not None and row["status"] in (*ACTIVE, "done"):
+            return Submission(self.view(vid), None)
+        active = sum(r["status"] in ACTIVE for r in self.manifest.rows.values())
+        if active >= self.max_queue:
+            raise QueueFull(active, self.max_queue)
+        if row is None:
+            self.manifest.rows[vid] = BatchManifest.create(self.manifest.batch_id, [request]).rows[vid]
+        self.cancel_requested.discard(vid)
+        self.plans.pop(vid, None)
+        attempt = self.manifest.rows[vid]["attempts"] + 1
+        stages = {f"{s}_status": "pending" for s in STAGES if not (s == "refine" and not request.refine)}
+        self.manifest.update(vid, status="pending", attempts=attempt, error=None, chunks_done=0, **stages)
+        self._commit(vid)
+        return Submission(self.view(vid), attempt)
+
+    def cancel(self, vid: str) -> dict[str, Any]:
+        """A queued job is cancelled at once; a running one is asked to stop (the generator checks
+        between denoising steps and reports back, then its status is cancelled)."""
+        status = self.manifest.rows[vid]["status"]
+        if status == "pending":
+            self._finish(vid, "cancelled")
+        elif status == "running" and vid not in self.cancel_requested:
+            self.cancel_requested.add(vid)
+            self._commit(vid)
+        return self.view(vid)
+
+    def has(self, vid: str) -> bool:
+        return vid in self.manifest.rows
+
+    def view(self, vid: str) -> dict[str, Any]:
+        """The job as the API shows it."""
+        row = self.manifest.rows[vid]
+        running = [s for s in STAGES if row[f"{s}_status"] == "running"]
+        plan = self.plans.get(vid) or self._preset_plan(row)
+        chunks = [] if plan is None else plan.chunks[:row["chunks_done"]]
+        return {
+            "id": vid,
+            "status": API_STATUS[row["status"]],
+            "stage": running[0] if running and row["status"] == "running" else None,
+            "chunks_done": row["chunks_done"],
+            "chunks_total": row["chunks_total"],
+            "chunks": [{"index": c.index, "frames": [c.keep_start, c.keep_stop]} for c in chunks],
+            "timings": {name: row[name] for name in TIMING_COLUMNS if row[name] is not None},
+            "error": row["error"],
+            "cancel_requested": vid in self.cancel_requested,
+            "attempts": row["attempts"],
+            "num_frames": row["num_frames"],
+            "fps": row["fps"],
+            "created_at": row["created_at"].isoformat(),
+            "updated_at": row["updated_at"].isoformat(),
+            "version": self.versions.get(vid, 0),
+            "video_uri": row["video_uri"] if row["status"] == "done" else None,
+        }
+
+    # --- what the generation replica reports ---------------------------------------------------
+
+    def start(self, vid: str, attempt: int, plan: ChunkPlan) -> bool:
+        """The generator picked the job up; False: do not run it (cancelled or superseded)."""
+        if self.should_stop(vid, attempt) or self.manifest.rows[vid]["status"] != "pending":
+            return False
+        self.plans[vid] = plan
+        self.manifest.update(vid, status="running", init_status="running", chunks_total=len(plan.chunks))
+        self._commit(vid)
+        return True
+
+    def chunk_done(self, vid: str, attempt: int, index: int, timings: dict[str, float]) -> bool:
+        """Low-res chunk ``index`` is in storage (latents and its MP4); returns should_stop."""
+        if self._stale(vid, attempt):
+            return True
+        row = self.manifest.rows[vid]
+        last = index + 1 == row["chunks_total"]
+        stages = {"init_status": "done", "extend_status": "done" if last else "running"}
+        if last and row["refine_status"] != "skipped":
+            stages["refine_status"] = "running"
+        self.manifest.update(vid, chunks_done=index + 1, **stages, **timings)
+        self._commit(vid)
+        return self.should_stop(vid, attempt)
+
+    def should_stop(self, vid: str, attempt: int) -> bool:
+        return self._stale(vid, attempt) or vid in self.cancel_requested
+
+    def finish(self, vid: str, attempt: int, outcome: str, error: str | None = None,
+               timings: dict[str, float] | None = None, artifacts: dict[str, str] | None = None) -> None:
+        """outcome: done, failed or cancelled (ignored once the attempt has ended)."""
+        if not self._stale(vid, attempt) and self.manifest.rows[vid]["status"] in ACTIVE:
+            self._finish(vid, outcome, error, timings or {}, artifacts or {})
+
+    # --- inside ----------------------------------------------------------------------------------
+
+    def _stale(self, vid: str, attempt: int) -> bool:
+        return self.manifest.rows[vid]["attempts"] != attempt
+
+    def _finish(self, vid: str, outcome: str, error: str | None = None, timings: dict[str, float] | None = None,
+                artifacts: dict[str, str] | None = None) -> None:
+        status = {"done": "done", "failed": "failed", "cancelled": "skipped"}[outcome]
+        if outcome == "cancelled":
+            error = CANCELLED
+        self.cancel_requested.discard(vid)
+        self.manifest.update(vid, status=status, error=error, **self._stage_statuses(vid, status),
+                             **(timings or {}), **(artifacts or {}))
+        self._commit(vid)
+
+    def _stage_statuses(self, vid: str, outcome: str) -> dict[str, str]:
+        """The stage columns when the job ends with ``outcome``: the unfinished stages take it."""
+        row = self.manifest.rows[vid]
+        return {c: outcome for c in STAGE_STATUS_COLUMNS if row[c] in ("pending", "running")}
+
+    def _preset_plan(self, row: dict[str, Any]) -> ChunkPlan | None:
+        """The chunk plan of a job read back from the manifest (no generator has reported one in
+        this process): the geometry of its preset."""
+        if row["chunks_done"] == 0:
+            return None
+        preset = get_preset(row["preset"])
+        return ChunkPlan.for_extend(row["num_frames"], preset.video.frames_per_chunk, preset.cam.cond_frames)
+
+    def _commit(self, vid: str) -> None:
+        self.manifest.write(self.uri)
+        self.versions[vid] = self.versions.get(vid, 0) + 1
+        self.on_change(vid)
+
+
+def chunk_video_uri(root: str, video_id: str, index: int) -> str:
+    """Where the MP4 of low-res chunk ``index`` (the frames it appended) lives."""
+    return storage.join(RunStore(root, video_id).work, "chunks", f"{index:05d}.mp4")
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
+class JobOwner:
+    """The single owner of the jobs' state (see :mod:`infra.jobs`); ``watch`` lets the SSE
+    streams wait for a job's next change instead of polling."""
+
+    def __init__(self, root: str, max_queue: int) -> None:
+        self.changed: dict[str, asyncio.Event] = {}
+        self.board = JobBoard(root, max_queue, on_change=self._wake)
+
+    def _wake(self, video_id: str) -> None:
+        if (event := self.changed.pop(video_id, None)) is not None:
+            event.set()
+
+    # Every method is async: they run one at a time on the replica's event loop, never in threads.
+    async def submit(self, params: dict) -> dict:
+        try:
+            submission = self.board.submit(GenerationRequest(**params, force=True))
+        except QueueFull as full:
+            return {"queue_full": str(full)}
+        return {"job": submission.job, "attempt": submission.attempt}
+
+    async def view(self, video_id: str) -> dict | None:
+        return self.board.view(video_id) if self.board.has(video_id) else None
+
+    async def watch(self, video_id: str, version: int, timeout_s: float) -> dict | None:
+        """The job once its version differs from ``version`` (or after ``timeout_s``)."""
+        if self.board.has(video_id) and self.board.view(video_id)["version"] == version:
+            event = self.changed.setdefault(video_id, asyncio.Event())
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout_s)
+        return await self.view(video_id)
+
+    async def cancel(self, video_id: str) -> dict:
+        return self.board.cancel(video_id)
+
+    async def start(self, video_id: str, attempt: int, plan: ChunkPlan) -> bool:
+        return self.board.start(video_id, attempt, plan)
+
+    async def chunk_done(self, video_id: str, attempt: int, index: int, timings: dict) -> bool:
+        return self.board.chunk_done(video_id, attempt, index, timings)
+
+    async def should_stop(self, video_id: str, attempt: int) -> bool:
+        return self.board.should_stop(video_id, attempt)
+
+    async def finish(self, video_id: str, attempt: int, outcome: str, error: str | None = None,
+                     timings: dict | None = None, artifacts: dict | None = None) -> None:
+        self.board.finish(video_id, attempt, outcome, error, timings, artifacts)
+
+
+class RequestGuard:
+    """ASGI middleware that runs before FastAPI reads anything: the bearer token (401; the API
+    docs stay public) and the body size (413, by Content-Length and by the bytes that arrive)."""
+
+    PUBLIC = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+
+    def __init__(self, app, token: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
+        if self.token and path not in self.PUBLIC and not self._authorized(headers.get("authorization", "")):
+            return await JSONResponse({"detail": "missing or invalid bearer token"}, 401,
+                                      {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            return await JSONResponse({"detail": self._too_large()}, 413)(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:  # a body sent without Content-Length
+                raise HTTPException(413, self._too_large())
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _authorized(self, authorization: str) -> bool:
+        scheme, _, token = authorization.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.token.encode())
+
+    def _too_large(self) -> str:
+        return f"request body over {self.max_body_bytes} bytes"
+
+
+def file_response(uri: str) -> StreamingResponse:
+    """A stored file (local or s3://) as an HTTP response, read in blocks."""
+    fs, path = storage.filesystem(uri)
+    if not fs.exists(path):
+        raise HTTPException(404, "the file is no longer in storage")
+
+    def blocks():
+        with fs.open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                yield block
+
+    return StreamingResponse(blocks(), media_type="video/mp4", headers={"Content-Length": str(fs.size(path))})

@@ -1,0 +1,300 @@
+"""The Ray Serve endpoint on a real local Serve instance (127.0.0.1, an explicit free port, tiny
+preset): submit -> stream -> fetch, the bounded queue, cancellation, bad input, bearer-token
+auth, and a restart that still answers for finished jobs."""
+
+from __future__ import annotations
+
+import json
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from infra.cluster import GPU
+from infra.jobs import CANCELLED, INTERRUPTED, JobBoard, QueueFull
+from infra.video_io import read_video
+from models.request import GenerationRequest
+
+TINY = dict(refine=False, num_inference_steps=2)  # a 16-frame chunk in about a second on 2 cores
+QUICK = dict(num_frames=16, refine=False, num_inference_steps=1)
+LONG = dict(num_frames=200, **TINY)  # 24 chunks: runs for a minute unless cancelled
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "s3cret-token"
+MAX_QUEUE = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    port: int
+    root: str
+    headers: dict = field(default_factory=dict)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers=self.headers, trust_env=False,
+                            timeout=120)
+
+    def deploy(self, **args) -> None:
+        from ray import serve
+
+        from flows.serve_api import app
+
+        serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+        serve.run(app({"root": self.root, "max_queue": MAX_QUEUE, "retry_after_s": 3, **args}), name="streamingt2v",
+                  route_prefix="/")
+
+
+@pytest.fixture(scope="module")
+def service(ray_local, tmp_path_factory):
+    from ray import serve
+
+    served = Service(_free_port(), str(tmp_path_factory.mktemp("serve")))
+    served.deploy()
+    yield served
+    serve.shutdown()
+
+
+@pytest.fixture()
+def client(service):
+    with service.client() as c:
+        yield c
+
+
+def submit(client: httpx.Client, prompt: str = "A camel resting on the snow field.", **params) -> dict:
+    response = client.post("/v1/videos", json={"prompt": prompt, **params})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def events(client: httpx.Client, video_id: str):
+    """The job's server-sent events as (event, data), until the stream ends."""
+    with client.stream("GET", f"/v1/videos/{video_id}/stream") as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        fields: dict[str, str] = {}
+        for line in response.iter_lines():
+            if line.startswith(":"):  # keep-alive
+                continue
+            if line:
+                name, _, value = line.partition(": ")
+                fields[name] = value
+            elif fields:
+                yield fields["event"], json.loads(fields["data"])
+                fields = {}
+
+
+def finish(client: httpx.Client, video_id: str) -> tuple[str, dict]:
+    """Follow the stream to the job's last event."""
+    *_, last = events(client, video_id)
+    return last
+
+
+def frames_of(client: httpx.Client, url: str, tmp_path, name: str) -> int:
+    response = client.get(url)
+    assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+    path = tmp_path / name
+    path.write_bytes(response.content)
+    return read_video(str(path)).shape[0]
+
+
+def test_submit_stream_then_fetch(client, tmp_path):
+    job = submit(client, num_frames=40, seed=1, **TINY)
+    assert set(job) == {"id", "status", "status_url", "stream_url", "video_url"}
+    assert job["id"] == GenerationRequest("A camel resting on the snow field.", num_frames=40, seed=1, **TINY).video_id
+    received = list(events(client, job["id"]))
+    chunks = [data for name, data in received if name == "chunk"]
+    assert [name for name, _ in received] == ["chunk"] * 4 + ["done"]
+    assert [c["index"] for c in chunks] == [0, 1, 2, 3]
+    assert [c["frames"] for c in chunks] == [[0, 16], [16, 24], [24, 32], [32, 40]]
+    assert chunks[0]["status"] == "running"  # sent while the job was still running, not replayed at the end
+    for c in chunks:
+        assert frames_of(client, c["url"], tmp_path, f"chunk{c['index']}.mp4") == c["frames"][1] - c["frames"][0]
+    assert frames_of(client, received[-1][1]["video_url"], tmp_path, "final.mp4") == 40
+
+    status = client.get(job["status_url"]).json()
+    assert (status["status"], status["chunks_done"], status["chunks_total"], status["error"]) == ("done", 4, 4, None)
+    assert {"init_s", "extend_s", "total_s"} <= set(status["timings"])
+    again = submit(client, num_frames=40, seed=1, **TINY)  # idempotent: the same job, no new work
+    assert (again["id"], again["status"]) == (job["id"], "done")
+    assert client.get(job["status_url"]).json()["attempts"] == 1
+
+
+def test_bounded_queue_accepts_at_most_max_queue_and_loses_none(client):
+    blocker = submit(client, "A blocker.", **LONG)  # occupies the only generation replica
+    assert next(events(client, blocker["id"]))[0] == "chunk"
+
+    def post(seed):
+        return client.post("/v1/videos", json={"prompt": "Men walking in the rain.", "seed": seed, **QUICK})
+
+    seeds = range(100, 120)
+    with ThreadPoolExecutor(len(seeds)) as pool:
+        responses = dict(zip(seeds, pool.map(post, seeds)))
+    assert {r.status_code for r in responses.values()} <= {202, 429}
+    accepted = [r.json()["id"] for r in responses.values() if r.status_code == 202]
+    rejected = [seed for seed, r in responses.items() if r.status_code == 429]
+    assert len(accepted) == MAX_QUEUE - 1 and len(rejected) == len(seeds) - len(accepted)  # the blocker holds one
+    assert all(int(responses[seed].headers["Retry-After"]) > 0 for seed in rejected)
+
+    assert client.delete(blocker["status_url"]).status_code == 202
+    assert finish(client, blocker["id"])[0] == "cancelled"
+    assert [finish(client, vid)[0] for vid in accepted] == ["done"] * len(accepted)
+    retried = submit(client, "Men walking in the rain.", seed=rejected[0], **QUICK)  # room again
+    assert finish(client, retried["id"])[0] == "done"
+
+
+def test_cancel_stops_a_running_job_and_frees_the_replica(client):
+    job = submit(client, "A gorilla eats a banana in Central Park.", **LONG)
+    stream = events(client, job["id"])
+    assert next(stream)[0] == "chunk"
+    response = client.delete(job["status_url"])
+    assert response.status_code == 202 and response.json()["cancel_requested"]
+    rest = [name for name, _ in stream]
+    assert rest[-1] == "cancelled" and set(rest[:-1]) <= {"chunk"}
+    status = client.get(job["status_url"]).json()
+    assert (status["status"], status["error"], status["stage"]) == ("cancelled", CANCELLED, None)
+    assert 1 <= status["chunks_done"] < status["chunks_total"] == 24
+    assert client.delete(job["status_url"]).status_code == 200  # cancelling again changes nothing
+    assert client.get(f"/v1/videos/{job['id']}.mp4").status_code == 409
+
+    following = submit(client, "Ants, beetles and centipede nest.", **QUICK)
+    assert finish(client, following["id"])[0] == "done"
+    assert client.delete(following["status_url"]).status_code == 409  # done: nothing to cancel
+    assert client.get(job["status_url"]).json()["chunks_done"] == status["chunks_done"]  # it stayed stopped
+
+
+BAD_BODIES = [
+    ({"prompt": "x", "num_frames": "many"}, 422, "num_frames"),
+    ({"prompt": 5}, 422, "prompt"),
+    ({"num_frames": 16}, 422, "prompt"),
+    ({"prompt": ""}, 422, "prompt"),
+    ({"prompt": "x", "num_frames": 100_000}, 422, "num_frames"),
+    ({"prompt": "x", "num_frames": 8}, 422, "num_frames"),
+    ({"prompt": "x", "seed": -1}, 422, "seed"),
+    ({"prompt": "x", "refine": "yes"}, 422, "refine"),
+    ({"prompt": "x", "blend": "fancy"}, 422, "blend"),
+    ({"prompt": "x", "preset": "modelscope"}, 422, "preset"),
+    ({"prompt": "x", "fps": 0}, 422, "fps"),
+    ({"prompt": "x", "colour": "red"}, 422, "colour"),
+    ("{not json", 422, None),
+    ({"prompt": "x" * 20_000}, 413, None),
+]
+
+
+def test_malformed_requests_get_the_right_4xx_and_the_service_keeps_serving(client):
+    for body, code, name in BAD_BODIES:
+        content = body if isinstance(body, str) else json.dumps(body)
+        response = client.post("/v1/videos", content=content, headers={"content-type": "application/json"})
+        assert response.status_code == code, (body, response.text)
+        if name is not None:
+            assert any(name in d["loc"] for d in response.json()["detail"]), response.text
+    chunked = client.post("/v1/videos", content=iter([b'{"prompt": "', b"x" * 20_000, b'"}']),
+                          headers={"content-type": "application/json"})  # no Content-Length: counted as it arrives
+    assert "content-length" not in chunked.request.headers and chunked.status_code == 413
+    capped = client.post("/v1/videos", json={"prompt": "x", "num_frames": 1201}).json()["detail"][0]
+    assert capped["loc"] == ["body", "num_frames"] and "1200" in capped["allowed"]
+
+    assert client.get("/v1/videos/not-an-id").status_code == 422
+    assert client.get("/v1/videos/NOTHEX0123456789").status_code == 422
+    for path in ("/v1/videos/0123456789abcdef", "/v1/videos/0123456789abcdef.mp4",
+                 "/v1/videos/0123456789abcdef/stream", "/v1/videos/0123456789abcdef/chunks/0.mp4"):
+        assert client.get(path).status_code == 404, path
+    assert client.delete("/v1/videos/0123456789abcdef").status_code == 404
+
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/videos", "/v1/videos/{video_id}", "/v1/videos/{video_id}/stream"} <= set(schema["paths"])
+    assert schema["components"]["schemas"]["VideoBody"]["additionalProperties"] is False
+
+    job = submit(client, "A squirrel on a table full of big nuts.", **QUICK)
+    assert finish(client, job["id"])[0] == "done"
+
+
+def test_restart_answers_for_finished_jobs_and_fails_interrupted_ones(service, client, tmp_path):
+    from ray import serve
+
+    finished = GenerationRequest("A camel resting on the snow field.", num_frames=40, seed=1, **TINY).video_id
+    running = submit(client, "A horse galloping on a beach.", **LONG)
+    assert next(events(client, running["id"]))[0] == "chunk"
+    serve.shutdown()
+    service.deploy(api_token=TOKEN)  # the same root; the auth test below uses this deployment
+    service.headers["Authorization"] = f"Bearer {TOKEN}"
+    with service.client() as restarted:
+        status = restarted.get(f"/v1/videos/{finished}").json()
+        assert (status["status"], status["chunks_done"], status["chunks_total"]) == ("done", 4, 4)
+        assert frames_of(restarted, status["video_url"], tmp_path, "final.mp4") == 40
+        replay = list(events(restarted, finished))
+        assert [data["frames"] for _, data in replay[:-1]] == [[0, 16], [16, 24], [24, 32], [32, 40]]
+        assert replay[-1][0] == "done"
+
+        interrupted = restarted.get(running["status_url"]).json()
+        assert (interrupted["status"], interrupted["error"]) == ("failed", INTERRUPTED)
+        again = restarted.post("/v1/videos", json={"prompt": "A horse galloping on a beach.", **LONG})
+        assert again.status_code == 202 and again.json()["id"] == running["id"]  # queued again: resumes
+        assert restarted.delete(running["status_url"]).status_code in (200, 202)
+        assert finish(restarted, running["id"])[0] == "cancelled"
+
+
+def test_bearer_token(service):
+    with httpx.Client(base_url=f"http://127.0.0.1:{service.port}", trust_env=False, timeout=60) as anonymous:
+        body = {"prompt": "A cat on a sofa.", **QUICK}
+        assert anonymous.post("/v1/videos", json=body).status_code == 401
+        wrong = anonymous.post("/v1/videos", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
+        assert anonymous.get("/v1/videos/0123456789abcdef").status_code == 401
+        assert anonymous.get("/openapi.json").status_code == 200  # the docs stay public
+        ok = anonymous.post("/v1/videos", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 202
+
+
+def test_serve_config_names_the_app_and_gives_generation_the_extend_pool():
+    from ray import serve
+    from ray.serve.schema import ServeDeploySchema
+
+    from flows.serve_api import ServeArgs, _replica_options, app
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "serve_config.yaml").read_text()))
+    (application,) = config.applications
+    assert application.import_path == "flows.serve_api:app"
+    ServeArgs.model_validate(application.args)
+    deployments = {d.name: d for d in application.deployments}
+    assert set(deployments) == {"VideoAPI", "JobOwner", "Generator"}
+    generator = deployments["Generator"]
+    assert generator.max_ongoing_requests == 1
+    assert generator.ray_actor_options.model_dump(exclude_unset=True) == _replica_options(GPU.extend)
+    assert generator.autoscaling_config["max_replicas"] == GPU.extend.size
+    assert deployments["JobOwner"].num_replicas == 1
+    assert isinstance(app(application.args), serve.Application)  # the builder accepts the file's args
+
+
+def test_job_board_ignores_a_superseded_attempt(tmp_path):
+    """A cancelled run that reports late (after the job was submitted again) changes nothing and
+    is told to stop; only the current attempt moves the job."""
+    from models.chunk_plan import ChunkPlan
+
+    board = JobBoard(str(tmp_path), max_queue=2)
+    request = GenerationRequest("A camel resting on the snow field.", num_frames=24, **TINY)
+    first = board.submit(request).attempt
+    plan = ChunkPlan.for_extend(24)
+    assert board.start(request.video_id, first, plan)
+    assert board.cancel(request.video_id)["cancel_requested"]
+    board.finish(request.video_id, first, "cancelled")
+    second = board.submit(request).attempt
+    assert second == first + 1 and board.view(request.video_id)["status"] == "queued"
+    assert board.chunk_done(request.video_id, first, 0, {}) is True  # stale: stop
+    board.finish(request.video_id, first, "done")
+    assert board.view(request.video_id)["status"] == "queued" and board.view(request.video_id)["chunks_done"] == 0
+    assert not board.start(request.video_id, first, plan) and board.start(request.video_id, second, plan)
+    assert board.chunk_done(request.video_id, second, 0, {"init_s": 1.0}) is False
+    assert board.submit(request).attempt is None  # running: the same job, no new work
+    assert board.submit(GenerationRequest("Another.", num_frames=16, **TINY)).attempt == 1  # max_queue=2: full now
+    with pytest.raises(QueueFull):
+        board.submit(GenerationRequest("A third.", num_frames=16, **TINY))
+    reread = JobBoard(str(tmp_path))  # a restart: the running job was interrupted
+    assert (reread.view(request.video_id)["status"], reread.view(request.video_id)["error"]) == ("failed", INTERRUPTED)
