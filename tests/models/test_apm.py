@@ -15,7 +15,7 @@ from models.streaming_t2v import StreamingT2V
 def _inputs(model, seed=0):
     g = torch.Generator().manual_seed(seed)
     d = model.unet.unet.config.cross_attention_dim
-    x = torch.randn(2, 4, 16, 32, 32, generator=g)
+    x = torch.randn(2, 4, 16, 16, 16, generator=g)
     text = torch.randn(2, 77, d, generator=g)
     image = torch.randn(2, model.unet.apm.config.image_embed_dim, generator=g)
     return x, text, image

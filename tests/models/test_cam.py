@@ -14,7 +14,7 @@ from models.streaming_unet import StreamingT2VUNet
 def _inputs(model, batch=1, frames=16, cond=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     unet = model.unet.unet
-    x = torch.randn(batch, 4, frames, 32, 32, generator=g)
+    x = torch.randn(batch, 4, frames, 16, 16, generator=g)
     text = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=g)
     cond_frames = torch.rand(batch, 3, cond, 64, 64, generator=g) * 2 - 1
     return x, text, cond_frames

@@ -31,7 +31,7 @@ def _branches(model):
     g = torch.Generator().manual_seed(3)
     d = model.unet.unet.config.cross_attention_dim
     e = model.unet.apm.config.image_embed_dim
-    x = torch.randn(1, 4, 16, 32, 32, generator=g)
+    x = torch.randn(1, 4, 16, 16, 16, generator=g)
     text_null, text = torch.randn(1, 77, d, generator=g), torch.randn(1, 77, d, generator=g)
     anchor_null, anchor = torch.randn(1, e, generator=g), torch.randn(1, e, generator=g)
     cond = torch.rand(1, 3, 8, 64, 64, generator=g) * 2 - 1
