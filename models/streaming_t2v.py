@@ -17,6 +17,7 @@ from transformers import (CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVi
 
 from models.apm import APMConfig
 from models.cam import CAMConfig
+from models.conc_cond import ConcCondUNet
 from models.errors import require
 from models.guidance import GuidanceWeights, multi_conditioned_cfg, text_cfg
 from models.latent_video import LatentVideoModel, StepCallback, load_geometry
@@ -33,20 +34,32 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class StreamingT2V(LatentVideoModel):
     """The autoregressive-extend model."""
 
-    def __init__(self, unet: StreamingT2VUNet, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+    def __init__(self, unet: StreamingT2VUNet | ConcCondUNet, vae: AutoencoderKL, text_encoder: CLIPTextModel,
                  tokenizer: CLIPTokenizer | None, image_encoder: CLIPVisionModelWithProjection,
                  video: VideoConfig, schedule: NoiseSchedule = VIDEO_LDM_SCHEDULE) -> None:
         super().__init__(vae, text_encoder, tokenizer, video, schedule, latent_factor=unet_factor(unet.unet))
         self.unet = unet
         self.image_encoder = image_encoder
-        cam = unet.cam.config
-        require(cam.downsampling_factor == self.vae_scale, "cam.frame_encoder_channels", cam.frame_encoder_channels,
-                f"{self.vae_scale.bit_length()} widths (E_cond must downsample x{self.vae_scale} like the VAE)")
-        require(1 <= cam.cond_frames < video.frames_per_chunk, "cam.cond_frames", cam.cond_frames,
+        require(1 <= unet.cond_frames < video.frames_per_chunk, "cam.cond_frames", unet.cond_frames,
                 f"an integer in [1, {video.frames_per_chunk - 1}] (F_cond < F = {video.frames_per_chunk})")
-        require(unet.apm.config.image_embed_dim == image_encoder.config.projection_dim, "apm.image_embed_dim",
-                unet.apm.config.image_embed_dim, f"the image encoder's projection_dim "
-                f"({image_encoder.config.projection_dim})")
+        if isinstance(unet, StreamingT2VUNet):
+            cam = unet.cam.config
+            require(cam.downsampling_factor == self.vae_scale, "cam.frame_encoder_channels",
+                    cam.frame_encoder_channels,
+                    f"{self.vae_scale.bit_length()} widths (E_cond must downsample x{self.vae_scale} like the VAE)")
+            require(unet.apm.config.image_embed_dim == image_encoder.config.projection_dim, "apm.image_embed_dim",
+                    unet.apm.config.image_embed_dim, f"the image encoder's projection_dim "
+                    f"({image_encoder.config.projection_dim})")
+
+    @property
+    def has_apm(self) -> bool:
+        return isinstance(self.unet, StreamingT2VUNet)
+
+    def condition(self, cond_frames: torch.Tensor) -> torch.Tensor:
+        """What the denoiser takes as the chunk condition: the frames themselves (CAM's E_cond
+        reads pixels) or their VAE latents (the Conc-Cond baseline)."""
+        cond = cond_frames.to(self.device, self.dtype)
+        return self.encode(cond) if getattr(self.unet, "conditions_on_latents", False) else cond
 
     @property
     def cond_frames(self) -> int:
@@ -102,7 +115,8 @@ class StreamingT2V(LatentVideoModel):
                 f"{self.cond_frames} frames on axis 2")
         text = self.encode_prompt(list(negative_prompts or [""] * b) + list(prompts))
         text_null, text_pos = text.chunk(2)
-        cond = cond_frames.to(self.device, self.dtype)
+        cond = self.condition(cond_frames)
+        require(anchor_frames is None or self.has_apm, "apm", True, "False for a model without APM (Conc-Cond)")
         if anchor_frames is None:
             def noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                 eps_null, eps_text = self.unet(torch.cat([x, x]), t, text, None, torch.cat([cond] * 2)).chunk(2)
@@ -142,7 +156,8 @@ class StreamingT2V(LatentVideoModel):
         """Load weights written by :meth:`save_pretrained` (or by the official-checkpoint converter)."""
         path = str(path)
         video, schedule = load_geometry(path, VideoConfig(), VIDEO_LDM_SCHEDULE)
-        unet = StreamingT2VUNet.from_pretrained(path, subfolder="unet", torch_dtype=torch_dtype)
+        unet_class = ConcCondUNet if _unet_class_name(path) == ConcCondUNet.__name__ else StreamingT2VUNet
+        unet = unet_class.from_pretrained(path, subfolder="unet", torch_dtype=torch_dtype)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch_dtype)
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=torch_dtype)
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
@@ -163,4 +178,15 @@ class StreamingT2V(LatentVideoModel):
         self._save_common(path)
 
     def config_summary(self) -> dict:
+        if not self.has_apm:
+            return {"conditioning": "conc-cond", "cond_frames": self.cond_frames, "video": asdict(self.video)}
         return {"cam": asdict(self.unet.cam.config), "apm": asdict(self.unet.apm.config), "video": asdict(self.video)}
+
+
+def _unet_class_name(path: str) -> str | None:
+    """The denoiser class recorded in ``unet/config.json`` (CAM model or Conc-Cond baseline)."""
+    try:
+        config = StreamingT2VUNet.load_config(path, subfolder="unet")
+    except (OSError, ValueError):
+        return None
+    return config.get("_class_name")

@@ -32,6 +32,7 @@ class StreamingT2VUNet(ModelMixin, ConfigMixin):
     """Video-LDM UNet + CAM + APM, saved and loaded as one diffusers model (safetensors)."""
 
     config_name = "config.json"
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(self, unet_config: dict[str, Any], cam_config: dict[str, Any] | None = None,
