@@ -4,6 +4,7 @@
                           [--no-refine] [--blend randomized|shared-noise|independent] [--fps 10] ...
     streamingt2v convert-official streaming_t2v.ckpt --base-model DIR_OR_ID --out DIR
     streamingt2v evaluate VIDEO_OR_MANIFEST [--prompt P] [--clip-model DIR] [--json]
+    streamingt2v train --stage vae|base|cam|cam_apm|conc_cond --steps N --run-dir DIR [--out DIR] ...
 
 Bad input exits with status 2 and one line naming the field and its allowed range, before
 anything is written.
@@ -182,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         from evaluation.cli import evaluate_main
 
         return evaluate_main(argv[1:])
+    if argv[:1] == ["train"]:  # training has its own parser (training/cli.py)
+        from training.cli import train_main
+
+        return train_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return _generate(args) if args.command == "generate" else _convert(args)

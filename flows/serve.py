@@ -9,6 +9,10 @@ Deployments:
 * ``generate-batch/gpu-cluster``: joins the running Ray cluster (``ray_address='auto'``), pools
   pinned as in ray_cluster.yaml (``pools='gpu'``), ``modelscope`` preset; its model locations are
   run parameters (``-p base_model=... -p streaming_model=... -p refiner=...``).
+* ``train-streamingt2v/local`` and ``train-streamingt2v/gpu-cluster``: training stages on Ray
+  Train (flows/train.py), e.g. ``-p stages='["cam", "cam_apm"]' -p init=BASE -p data=s3://.../clips.parquet
+  -p run_uri=s3://.../runs/x -p steps='[400000, 1000]'``; the GPU one trains in bf16 with
+  gradient checkpointing on the cluster's GPU workers.
 * ``nightly-benchmark/nightly``: every day at 02:00 UTC, the paper's setting (App. F prompts, 240
   frames, metrics at 720x720, Sec. 5.2) on the GPU cluster with the ``modelscope`` preset, one run
   at a time (the history is rewritten whole). A scheduled run takes no ``-p``, so its model
@@ -28,6 +32,7 @@ from prefect.schedules import Cron
 
 from flows.generate_batch import generate_batch
 from flows.nightly_benchmark import nightly_benchmark
+from flows.train import train_streamingt2v
 from models.errors import require
 
 NIGHTLY_PARAMETERS_ENV = "STREAMINGT2V_NIGHTLY_PARAMETERS"
@@ -53,6 +58,11 @@ def deployments() -> list:
         generate_batch.to_deployment(name="gpu-cluster", parameters={"ray_address": "auto", "pools": "gpu",
                                                                      "preset": "modelscope", "device": "cuda",
                                                                      "dtype": "float16"}),
+        train_streamingt2v.to_deployment(name="local", parameters={"run_uri": "outputs/train", "preset": "tiny"},
+                                         concurrency_limit=1),
+        train_streamingt2v.to_deployment(name="gpu-cluster", parameters={
+            "ray_address": "auto", "preset": "modelscope", "use_gpu": True, "mixed_precision": "bf16",
+            "gradient_checkpointing": True}, concurrency_limit=1),
         nightly_benchmark.to_deployment(name="nightly", schedule=Cron(NIGHTLY_CRON, timezone="UTC"),
                                         parameters=nightly_parameters(), concurrency_limit=1),
     ]

@@ -104,3 +104,22 @@ def ray_local(s3_server):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+# Tiny models saved to disk: loading code paths and the starting points of training stages.
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory):
+    from models.video_ldm import VideoLDM
+
+    path = tmp_path_factory.mktemp("base")
+    VideoLDM.from_preset("tiny", seed=0).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_cam_dir(tmp_path_factory):
+    from models.streaming_t2v import StreamingT2V
+
+    path = tmp_path_factory.mktemp("cam")
+    StreamingT2V.from_preset("tiny", seed=0).save_pretrained(path)
+    return str(path)

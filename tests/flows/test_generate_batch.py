@@ -14,17 +14,6 @@ PROMPTS = ["A camel resting on the snow field.", "Men walking in the rain.", "A 
 FAST = dict(num_inference_steps=2, refine_steps=5)
 
 
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    import os
-
-    from prefect.testing.utilities import prefect_test_harness
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _artifacts(key):
     import asyncio
 

@@ -15,17 +15,6 @@ FAST = dict(num_frames=24, num_inference_steps=2, refine=True, refine_steps=5, f
 FLOW_METRIC_COLUMNS = ("scuts", "ofs", "warp_error", "mawe", "flow_std")  # computable without model files
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    import os
-
-    from prefect.testing.utilities import prefect_test_harness
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _latest_markdown() -> str:
     import asyncio
 

@@ -1,0 +1,42 @@
+"""``streamingt2v train``: in-process training resumes from its run directory; bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+
+from flows.cli import main
+
+
+def test_local_training_exports_and_resumes(tmp_path, tiny_base_dir, capsys):
+    run_dir, out = tmp_path / "run", tmp_path / "model"
+    args = ["train", "--engine", "local", "--stage", "cam", "--init", tiny_base_dir, "--steps", "1", "--batch-size",
+            "1", "--fps", "10", "--checkpoint-every", "1", "--run-dir", str(run_dir), "--out", str(out)]
+    assert main(args) == 0
+    assert json.loads((out / "training.json").read_text())["step"] == 1
+    assert main([*args[:-4], "--steps", "2", "--run-dir", str(run_dir), "--out", str(out)]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert [h[0] for h in json.loads((out / "training.json").read_text())["history"]] == [1, 2]
+
+
+def test_bad_input_exits_2_naming_the_field(tmp_path, capsys):
+    assert main(["train", "--stage", "cam", "--steps", "1", "--run-dir", str(tmp_path)]) == 2
+    assert "init" in capsys.readouterr().err
+    assert main(["train", "--stage", "base", "--steps", "1", "--engine", "spark", "--run-dir", str(tmp_path)]) == 2
+    assert "engine" in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_gives_the_same_step(tiny_base_dir):
+    import torch
+
+    from training.data import local_batches
+    from training.run import TrainConfig, TrainingRun
+
+    losses = []
+    for checkpointing in (False, True):
+        run = TrainingRun(TrainConfig(stage="cam", steps=2, init=tiny_base_dir, batch_size=1, fps=10,
+                                      gradient_checkpointing=checkpointing))
+        batches = local_batches(run.source(), 1)
+        for _ in range(2):
+            run.train_step(*next(batches))
+        losses.append([h[1] for h in run.history])
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,96 @@
+"""Training stages (paper Sec. 5.1): only the intended parameters move, the loss goes down,
+condition dropout has the stated rates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.data import local_batches
+from training.objectives import Dropout
+from training.run import TrainConfig, TrainingRun
+
+
+def _snapshot(run: TrainingRun) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().clone() for prefix, m in run.objective.modules().items()
+            for k, v in m.state_dict().items()}
+
+
+def _main_temporal(name: str) -> bool:
+    return name.startswith("unet.unet.") and any(t in name for t in (".temp_convs.", ".temp_attentions.",
+                                                                     "unet.unet.transformer_in."))
+
+
+# Which saved tensors each stage may change (by name), beside which all must stay bit-identical.
+TRAINABLE = {
+    "vae": lambda n: n.startswith("vae."),
+    "base": lambda n: n.startswith("unet.") or n.startswith("text_encoder."),
+    "cam": lambda n: n.startswith("unet.cam."),
+    "cam_apm": lambda n: n.startswith("unet.") and not _main_temporal(n),
+    "conc_cond": lambda n: n.startswith("unet."),
+}
+
+
+@pytest.mark.parametrize("stage", ["vae", "base", "cam", "cam_apm", "conc_cond"])
+def test_only_the_stage_parameters_change(stage, init_dirs):
+    config = TrainConfig(stage=stage, steps=2, init=init_dirs[stage], batch_size=2, fps=10, lr=1e-3,
+                         train_text_encoder=stage == "base", dropout=Dropout(0.3, 0.3, 0.3))
+    run = TrainingRun(config)
+    before = _snapshot(run)
+    batches = local_batches(run.source(), config.batch_size)
+    for _ in range(2):
+        run.train_step(*next(batches))
+    after = _snapshot(run)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    may_change = {k for k in before if TRAINABLE[stage](k)}
+    assert changed <= may_change, sorted(changed - may_change)[:5]
+    assert changed, "nothing was trained"
+    if stage == "cam_apm":  # the frozen main temporal layers and the trained APM alpha_l
+        assert any(_main_temporal(k) for k in before) and not any(_main_temporal(k) for k in changed)
+        assert any(".alpha" in k for k in changed) and any(k.startswith("unet.cam.") for k in changed)
+    if stage == "cam":  # every zero-initialised P_out moved off zero
+        assert all(k in changed for k in before if k.startswith("unet.cam.mergers.") and "proj_out" in k)
+
+
+@pytest.mark.parametrize("stage", ["base", "cam"])
+def test_training_lowers_the_loss_on_a_fixed_batch(stage, init_dirs):
+    torch.manual_seed(0)
+    config = TrainConfig(stage=stage, steps=15, init=init_dirs[stage], batch_size=2, fps=10, lr=2e-3)
+    run = TrainingRun(config)
+    frames, captions = next(local_batches(run.source(), config.batch_size))
+    before = run.eval_loss(frames, captions)
+    for _ in range(config.steps):
+        run.train_step(frames, captions)
+    after = run.eval_loss(frames, captions)
+    assert after < 0.95 * before, (before, after)
+
+
+def test_condition_dropout_rates_and_disjointness():
+    g = torch.Generator().manual_seed(0)
+    n = 40000
+    text, anchor = Dropout().draw(n, g)
+    rates = {"text_only": (text & ~anchor).float().mean().item(), "anchor_only": (anchor & ~text).float().mean().item(),
+             "both": (text & anchor).float().mean().item()}
+    sigma = np.sqrt(0.05 * 0.95 / n)
+    for name, rate in rates.items():
+        assert abs(rate - 0.05) < 4 * sigma, (name, rate)
+
+
+def test_cam_apm_clips_are_two_chunks_long():
+    assert TrainConfig(stage="cam_apm", steps=1, init="x").clip_spec().num_frames == 32
+    assert TrainConfig(stage="cam", steps=1, init="x").clip_spec().num_frames == 16
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(stage="warp", steps=1), "stage"), (dict(stage="cam", steps=1), "init"),
+    (dict(stage="base", steps=0), "steps"), (dict(stage="base", steps=1, lr=-1.0), "lr"),
+    (dict(stage="base", steps=1, mixed_precision="fp8"), "mixed_precision"),
+    (dict(stage="cam", steps=1, init="x", train_text_encoder=True), "train_text_encoder"),
+])
+def test_bad_config_names_the_field(kwargs, field):
+    from models.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**kwargs)
+    assert err.value.field == field

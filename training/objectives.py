@@ -1,0 +1,238 @@
+"""What each training stage optimises, and which parameters it may touch (paper Sec. 5.1, App. E.1).
+
+Stages, in the order a model is built:
+
+* ``vae``: the frame autoencoder (only for a Video-LDM trained from scratch, e.g. the toy world).
+* ``base``: the Video-LDM UNet (text-to-16-frames, epsilon loss, 10% empty-text dropout for
+  classifier-free guidance); the text encoder is trained with it only when asked (toy world).
+* ``cam``: StreamingT2V stage 1. The Video-LDM is frozen; CAM's new layers (E_cond, the
+  ControlNet-like encoder copy, the skip mergers) are trained on 16-frame clips: the first
+  F_cond frames condition, all F frames are denoised (the chunk re-covers its condition, as at
+  inference). Text is dropped to empty 5% of the time.
+* ``cam_apm``: stage 2. CLIP (text and image towers) and the main branch's temporal layers are
+  frozen; the rest (main-branch spatial layers, CAM, APM) is trained on 32-frame clips: the
+  anchor is a random frame of 1-16, frames 17-24 condition, frames 17-32 are denoised; text
+  -> empty 5%, anchor -> zero image 5%, both 5% (the nulls of Eq. 13).
+* ``conc_cond``: the Conc-Cond baseline (App. D.1) on the same 16-frame task as ``cam``; the
+  whole UNet is fine-tuned (it must learn to read its new input channels).
+
+Every objective returns the loss of one batch of frames (b, 3, F, H, W) in [-1, 1] with captions;
+randomness (timesteps, noise, dropout, anchor choice) comes from the generator it is given, so a
+step is a pure function of (weights, batch, generator state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.conc_cond import ConcCondUNet
+from models.errors import require
+from models.schedule import NoiseSchedule
+from models.streaming_t2v import StreamingT2V
+from models.video_ldm import VideoLDM
+
+Stage = Literal["vae", "base", "cam", "cam_apm", "conc_cond"]
+STAGES: tuple[str, ...] = ("vae", "base", "cam", "cam_apm", "conc_cond")
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Condition dropout probabilities (paper: 5% / 5% / 5% for stage 2)."""
+
+    text: float = 0.05
+    anchor: float = 0.05
+    both: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("text", "anchor", "both"):
+            value = getattr(self, name)
+            require(0 <= value <= 1, f"dropout.{name}", value, "a probability in [0, 1]")
+        require(self.text + self.anchor + self.both <= 1, "dropout", self, "probabilities summing to at most 1")
+
+    def draw(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample masks (drop_text, drop_anchor): one uniform draw decides text only, anchor
+        only, both, or neither, so the three events are disjoint with the stated rates."""
+        u = torch.rand(batch, generator=generator)
+        text_only = u < self.text
+        anchor_only = (u >= self.text) & (u < self.text + self.anchor)
+        both = (u >= self.text + self.anchor) & (u < self.text + self.anchor + self.both)
+        return text_only | both, anchor_only | both
+
+
+def clip_frames(stage: str, frames_per_chunk: int) -> int:
+    """Frames per training clip: 2F for stage 2 (anchor part + chunk), else F."""
+    return 2 * frames_per_chunk if stage == "cam_apm" else frames_per_chunk
+
+
+def noise_and_target(schedule: NoiseSchedule, latents: torch.Tensor,
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps with t ~ U{0..T-1} per sample; the
+    epsilon-parametrisation's target is eps (Table 12)."""
+    scheduler = schedule.make_scheduler()
+    b = latents.shape[0]
+    t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=generator)
+    eps = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(latents.device, latents.dtype)
+    noisy = scheduler.add_noise(latents, eps, t.to(latents.device))
+    require(schedule.prediction_type == "epsilon", "prediction_type", schedule.prediction_type, "'epsilon'")
+    return noisy, t.to(latents.device), eps
+
+
+class Objective:
+    """One stage's loss over the modules it trains; ``modules`` are everything it saves."""
+
+    stage: str
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def loss(self, frames: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def freeze_all_but_trainable(self) -> None:
+        trainable = {id(p) for p in self.trainable_parameters()}
+        for module in self.modules().values():
+            for p in module.parameters():
+                p.requires_grad_(id(p) in trainable)
+            module.train()
+
+
+class VAEObjective(Objective):
+    """Reconstruction (L1 + MSE) plus a small KL term, frame by frame (LDM's autoencoder loss
+    without its perceptual and adversarial parts)."""
+
+    stage = "vae"
+
+    def __init__(self, model: VideoLDM, kl_weight: float = 1e-6) -> None:
+        self.model = model
+        self.kl_weight = kl_weight
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"vae": self.model.vae}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.vae.parameters())
+
+    def loss(self, frames: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
+        x = frames.transpose(1, 2).flatten(0, 1).to(self.model.device)  # (b*F, 3, H, W)
+        posterior = self.model.vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(x.device)
+        recon = self.model.vae.decode(z).sample
+        kl = posterior.kl().mean() / x[0].numel()
+        return F.l1_loss(recon, x) + F.mse_loss(recon, x) + self.kl_weight * kl
+
+    @torch.no_grad()
+    def calibrate_scaling(self, frames: torch.Tensor) -> float:
+        """LDM's scaling factor 1 / std(z) on sample frames, so latents have unit variance."""
+        x = frames.transpose(1, 2).flatten(0, 1).to(self.model.device)
+        z = self.model.vae.encode(x).latent_dist.mode()
+        factor = float(1.0 / z.float().std())
+        self.model.vae.register_to_config(scaling_factor=factor)
+        return factor
+
+
+class BaseObjective(Objective):
+    """Video-LDM epsilon loss on F-frame clips with empty-text dropout."""
+
+    stage = "base"
+
+    def __init__(self, model: VideoLDM, train_text_encoder: bool = False, text_dropout: float = 0.1) -> None:
+        self.model = model
+        self.train_text_encoder = train_text_encoder
+        self.text_dropout = text_dropout
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"unet": self.model.unet, "text_encoder": self.model.text_encoder, "vae": self.model.vae}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        params = list(self.model.unet.parameters())
+        return params + list(self.model.text_encoder.parameters()) if self.train_text_encoder else params
+
+    def loss(self, frames: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
+        m = self.model
+        drop = torch.rand(len(captions), generator=generator) < self.text_dropout
+        text = _encode_text(m, [("" if d else c) for c, d in zip(captions, drop.tolist())], self.train_text_encoder)
+        latents = m.encode(frames.to(m.device))
+        noisy, t, eps = noise_and_target(m.schedule, latents, generator)
+        return F.mse_loss(m.unet(noisy, t, text).sample.float(), eps.float())
+
+
+def _encode_text(model, captions: list[str], with_grad: bool) -> torch.Tensor:
+    if with_grad:
+        ids = model.tokenizer(captions, padding="max_length", max_length=model.text_encoder.config.max_position_embeddings,
+                              truncation=True, return_tensors="pt").input_ids
+        return model.text_encoder(ids.to(model.text_encoder.device))[0]
+    return model.encode_prompt(captions)
+
+
+def _main_temporal_parameters(model: StreamingT2V) -> set[int]:
+    """The main branch's temporal layers: the first temporal transformer, every temporal
+    convolution and every temporal transformer of the Video-LDM UNet."""
+    unet = model.unet.unet
+    ids = {id(p) for p in unet.transformer_in.parameters()}
+    for name, module in unet.named_modules():
+        if name.split(".")[-1] in ("temp_convs", "temp_attentions"):
+            ids |= {id(p) for p in module.parameters()}
+    return ids
+
+
+class StreamingObjective(Objective):
+    """Stage 1 (``cam``), stage 2 (``cam_apm``) and the Conc-Cond baseline (``conc_cond``)."""
+
+    def __init__(self, model: StreamingT2V, stage: str, dropout: Dropout = Dropout()) -> None:
+        require(stage in ("cam", "cam_apm", "conc_cond"), "stage", stage, "one of 'cam', 'cam_apm', 'conc_cond'")
+        require((stage == "conc_cond") == isinstance(model.unet, ConcCondUNet), "stage", stage,
+                "'conc_cond' exactly when the model is the Conc-Cond baseline")
+        self.model = model
+        self.stage = stage
+        self.dropout = dropout if stage == "cam_apm" else Dropout(text=dropout.text, anchor=0.0, both=0.0)
+
+    def modules(self) -> dict[str, nn.Module]:
+        m = self.model
+        return {"unet": m.unet, "image_encoder": m.image_encoder, "text_encoder": m.text_encoder, "vae": m.vae}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        unet = self.model.unet
+        if self.stage == "cam":
+            return list(unet.cam.parameters())
+        if self.stage == "conc_cond":
+            return list(unet.parameters())
+        frozen = _main_temporal_parameters(self.model)
+        return [p for p in unet.parameters() if id(p) not in frozen]
+
+    def loss(self, frames: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
+        m = self.model
+        f, k = m.video.frames_per_chunk, m.cond_frames
+        frames = frames.to(m.device, m.dtype)
+        b = frames.shape[0]
+        drop_text, drop_anchor = self.dropout.draw(b, generator)
+        text = m.encode_prompt([("" if d else c) for c, d in zip(captions, drop_text.tolist())])
+        image = None
+        if self.stage == "cam_apm":
+            require(frames.shape[2] == 2 * f, "clip_frames", frames.shape[2], f"{2 * f} for stage cam_apm")
+            pick = torch.randint(0, f, (b,), generator=generator)
+            anchor = frames[torch.arange(b), :, pick]  # a random frame of 1..F
+            anchor = torch.where(drop_anchor.view(b, 1, 1, 1).to(anchor.device), torch.zeros_like(anchor), anchor)
+            image = m.anchor_embeds(anchor)
+            frames = frames[:, :, f:]  # frames F+1..2F are the chunk; F+1..F+F_cond condition it
+        latents = m.encode(frames)
+        noisy, t, eps = noise_and_target(m.schedule, latents, generator)
+        cond = latents[:, :, :k] if self.stage == "conc_cond" else frames[:, :, :k]
+        return F.mse_loss(m.unet(noisy, t, text, image, cond).float(), eps.float())
+
+
+def make_objective(stage: str, model: VideoLDM | StreamingT2V, train_text_encoder: bool = False,
+                   dropout: Dropout = Dropout()) -> Objective:
+    require(stage in STAGES, "stage", stage, f"one of {STAGES}")
+    if stage == "vae":
+        return VAEObjective(model)
+    if stage == "base":
+        return BaseObjective(model, train_text_encoder)
+    return StreamingObjective(model, stage, dropout)

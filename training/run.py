@@ -1,0 +1,271 @@
+"""A training run: config, the model a stage starts from, optimiser steps, checkpoints, export.
+
+Everything here is plain PyTorch and runs in-process; :mod:`training.ray_train` runs the same
+:class:`TrainingRun` inside Ray Train workers. A checkpoint holds the trainable parameters, the
+optimiser state, the step and the generator state, so a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from infra import storage
+from models.conc_cond import ConcCondUNet
+from models.errors import ConfigError, require
+from models.presets import get_preset
+from models.streaming_t2v import StreamingT2V
+from models.video_ldm import VideoLDM
+from training.data import TOYWORLD, ClipSource, ClipSpec, local_batches
+from training.objectives import STAGES, Dropout, Objective, clip_frames, make_objective
+
+PRECISIONS = ("no", "bf16", "fp16")
+STATE_FILE = "training_state.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One stage of training. ``init`` is the model directory the stage starts from: none for
+    ``vae`` (random preset weights), a Video-LDM for ``base``/``cam``/``conc_cond`` (``base``
+    may also start from random weights), the ``cam`` result for ``cam_apm``."""
+
+    stage: str
+    steps: int
+    init: str | None = None
+    preset: str = "tiny"
+    data: str = TOYWORLD  # or a clip manifest URI (local or s3://)
+    fps: float = 3.0  # paper: 3 FPS clips
+    batch_size: int = 8  # global, split across workers (paper: 8)
+    lr: float = 5e-5  # paper: 5e-5
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 100
+    mixed_precision: str = "no"  # bf16 / fp16 autocast on GPUs; parameters stay fp32
+    gradient_checkpointing: bool = False
+    train_text_encoder: bool = False  # base stage of a model trained from scratch (toy world)
+    dropout: Dropout = field(default_factory=Dropout)
+    cond_frames: int | None = None  # Conc-Cond's F_cond (default: the preset's CAM F_cond)
+
+    def __post_init__(self) -> None:
+        require(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
+        get_preset(self.preset)
+        require(self.steps >= 1, "steps", self.steps, "an integer >= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a learning rate > 0")
+        require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "an integer >= 1")
+        require(self.mixed_precision in PRECISIONS, "mixed_precision", self.mixed_precision, f"one of {PRECISIONS}")
+        require(self.fps > 0, "fps", self.fps, "a frame rate > 0")
+        if self.stage in ("cam", "cam_apm", "conc_cond"):
+            require(self.init is not None, "init", None, f"a model directory to start stage {self.stage!r} from")
+        require(not self.train_text_encoder or self.stage == "base", "train_text_encoder", True,
+                "False outside the base stage (CLIP stays frozen, paper Sec. 5.1)")
+
+    def clip_spec(self) -> ClipSpec:
+        video = get_preset(self.preset).video
+        return ClipSpec(clip_frames(self.stage, video.frames_per_chunk), self.fps, video.height, video.width)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        return cls(**{**values, "dropout": Dropout(**values.get("dropout", {}))})
+
+
+def build_model(config: TrainConfig, device: str = "cpu") -> VideoLDM | StreamingT2V:
+    """The model a stage starts from."""
+    preset = get_preset(config.preset)
+    if config.stage == "vae" or (config.stage == "base" and config.init is None):
+        return VideoLDM.from_preset(preset, seed=config.seed, device=device)
+    if config.stage == "base":
+        return _load(config.init, lambda p: VideoLDM.from_pretrained(p, device=device))
+    if config.stage == "cam_apm":
+        model = _load(config.init, lambda p: StreamingT2V.from_pretrained(p, device=device))
+        require(model.has_apm, "init", config.init, "a CAM model (stage cam's output), not Conc-Cond")
+        return model
+    base = _load(config.init, lambda p: VideoLDM.from_pretrained(p, device=device))
+    torch.manual_seed(config.seed)
+    with torch.device(device):
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**preset.image_encoder)).eval()
+    if config.stage == "cam":
+        return StreamingT2V.from_video_ldm(base, image_encoder, preset.cam, preset.apm)
+    unet = ConcCondUNet.from_base(base.unet, config.cond_frames or preset.cam.cond_frames).eval()
+    return StreamingT2V(unet, base.vae, base.text_encoder, base.tokenizer, image_encoder, base.video, base.schedule)
+
+
+def _load(path: str, loader):
+    try:
+        if "://" in path and not path.startswith("file://"):
+            return loader(fetch_model_dir(path))
+        return loader(path.removeprefix("file://"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError("init", path, f"a loadable model directory ({type(exc).__name__})") from exc
+
+
+def fetch_model_dir(uri: str) -> str:
+    """A local copy of a model directory on an object store (the loaders read local files)."""
+    fs, path = storage.filesystem(uri)
+    if not fs.exists(path):
+        raise ConfigError("init", uri, "an existing model directory")
+    local = tempfile.mkdtemp(prefix="streamingt2v-init-")
+    fs.get(path.rstrip("/") + "/", local + "/", recursive=True)
+    return local
+
+
+class TrainingRun:
+    """Optimiser steps of one stage; checkpoint/restore; export of the trained model."""
+
+    def __init__(self, config: TrainConfig, device: str = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.model = build_model(config, device)
+        self.objective: Objective = make_objective(config.stage, self.model, config.train_text_encoder,
+                                                   config.dropout)
+        self.objective.freeze_all_but_trainable()
+        if config.gradient_checkpointing:
+            for name in ("unet", "vae"):
+                module = self.objective.modules().get(name)
+                if module is not None and getattr(module, "_supports_gradient_checkpointing", False):
+                    module.enable_gradient_checkpointing()
+        self.params = self.objective.trainable_parameters()
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision == "fp16")
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.history: list[tuple[int, float]] = []  # (step, training loss): the training curve
+
+    def source(self) -> ClipSource:
+        return self.source_for(self.config)
+
+    @staticmethod
+    def source_for(config: TrainConfig) -> ClipSource:
+        return ClipSource(config.data, config.clip_spec(), config.seed)
+
+    def _autocast(self):
+        if self.config.mixed_precision == "no":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.config.mixed_precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def train_step(self, frames: torch.Tensor, captions: list[str], all_reduce=None) -> float:
+        """One optimiser step on a batch; ``all_reduce`` averages gradients across workers."""
+        self.optimizer.zero_grad(set_to_none=True)
+        # Layers that draw from torch's global generator (the UNet3D's temporal-conv dropout)
+        # get a seed from the run's generator: a step is reproducible, also after a resume.
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
+            with self._autocast():
+                loss = self.objective.loss(frames.to(self.device), captions, self.generator)
+            self.scaler.scale(loss).backward()
+        if all_reduce is not None:
+            all_reduce(self.params)
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        self.history.append((self.step, float(loss.detach())))
+        return self.history[-1][1]
+
+    @torch.no_grad()
+    def eval_loss(self, frames: torch.Tensor, captions: list[str], seed: int = 1234) -> float:
+        """The loss on a fixed batch with fixed noise (for curves and tests)."""
+        g = torch.Generator().manual_seed(seed)
+        return float(self.objective.loss(frames.to(self.device), captions, g))
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        ids = {id(p) for p in self.params}
+        state = {}
+        for prefix, module in self.objective.modules().items():
+            for name, p in module.named_parameters():
+                if id(p) in ids:
+                    state[f"{prefix}.{name}"] = p.detach()
+        return state
+
+    def save_checkpoint(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.cpu().contiguous() for k, v in self.trainable_state().items()},
+                  directory / "trainable.safetensors")
+        torch.save({"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                    "generator": self.generator.get_state()}, directory / "optimizer.pt")
+        extra = {}
+        if self.config.stage == "vae":
+            extra["scaling_factor"] = self.model.vae.config.scaling_factor
+        # Written last: a checkpoint directory with this file is complete.
+        (directory / STATE_FILE).write_text(json.dumps({"step": self.step, "config": self.config.to_dict(),
+                                                        "history": self.history, **extra}))
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        saved = load_file(directory / "trainable.safetensors")
+        own = self.trainable_state()
+        require(set(saved) == set(own), "checkpoint", str(directory), f"a checkpoint of stage {self.config.stage}")
+        with torch.no_grad():
+            for k, v in saved.items():
+                own[k].copy_(v)
+        extra = torch.load(directory / "optimizer.pt", weights_only=True)
+        self.optimizer.load_state_dict(extra["optimizer"])
+        self.scaler.load_state_dict(extra["scaler"])
+        self.generator.set_state(extra["generator"])
+        state = json.loads((directory / STATE_FILE).read_text())
+        self.step = state["step"]
+        self.history = [tuple(h) for h in state.get("history", [])]
+        if "scaling_factor" in state:
+            self.model.vae.register_to_config(scaling_factor=state["scaling_factor"])
+
+    def export(self, path: str | Path, calibration_frames: torch.Tensor | None = None) -> None:
+        """Save the trained model in its loadable format (VideoLDM or StreamingT2V directory).
+        A trained VAE first gets its latent scaling factor from ``calibration_frames``."""
+        for module in self.objective.modules().values():
+            module.eval()
+        if self.config.stage == "vae":
+            require(calibration_frames is not None, "calibration_frames", None, "frames to calibrate the VAE on")
+            self.objective.calibrate_scaling(calibration_frames)
+        self.model.save_pretrained(path)
+        (Path(path) / "training.json").write_text(json.dumps({"stage": self.config.stage, "step": self.step,
+                                                              "config": self.config.to_dict(),
+                                                              "history": self.history}))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``run_dir/checkpoints`` (complete = its state file,
+    written last, exists)."""
+    done = sorted(Path(run_dir).glob(f"checkpoints/step-*/{STATE_FILE}"))
+    return done[-1].parent if done else None
+
+
+def train_in_process(config: TrainConfig, run_dir: str | Path, out: str | Path | None = None,
+                     device: str = "cpu", log=print) -> TrainingRun:
+    """Train one stage without Ray (single process), resuming from ``run_dir``'s newest
+    checkpoint (which also holds the loss history); export to ``out`` at the end."""
+    run_dir = Path(run_dir)
+    run = TrainingRun(config, device)
+    if (ckpt := latest_checkpoint(run_dir)) is not None:
+        run.load_checkpoint(ckpt)
+        log(f"resumed from {ckpt} at step {run.step}")
+    source = run.source()
+    batches = local_batches(source, config.batch_size, run.step)
+    while run.step < config.steps:
+        frames, captions = next(batches)
+        loss = run.train_step(frames, captions)
+        if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+            run.save_checkpoint(run_dir / "checkpoints" / f"step-{run.step:08d}")
+            log(f"step {run.step} loss {loss:.4f}")
+    if out is not None:
+        run.export(out, calibration_frames=next(local_batches(source, 64 if config.stage == "vae" else 1))[0])
+    return run
