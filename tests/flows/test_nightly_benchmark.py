@@ -109,9 +109,10 @@ def test_nightly_deployment_runs_at_two_utc_next_to_the_others(monkeypatch):
     from flows.serve import NIGHTLY_PARAMETERS_ENV, deployments
 
     monkeypatch.setenv(NIGHTLY_PARAMETERS_ENV, '{"base_model": "/models/base", "history_uri": "s3://b/h.parquet"}')
-    by_name = {d.name: d for d in deployments()}
-    assert set(by_name) == {"local", "gpu-cluster", "nightly"}
-    nightly = by_name["nightly"]
+    by_name = {f"{d.flow_name}/{d.name}": d for d in deployments()}
+    assert set(by_name) == {"generate-batch/local", "generate-batch/gpu-cluster", "train-streamingt2v/local",
+                            "train-streamingt2v/gpu-cluster", "nightly-benchmark/nightly"}
+    nightly = by_name["nightly-benchmark/nightly"]
     assert nightly.flow_name == "nightly-benchmark"
     (schedule,) = nightly.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
