@@ -2,10 +2,13 @@
 
 ``paper``: the test-set prompts of App. F that survived in the paper's source (it lists 50; the
 paper's metrics, Sec. 5.2, are averaged over that set). ``smoke``: two short prompts, for a quick
-run of every code path.
+run of every code path. ``toyworld``: the toy world's held-out scenes (never drawn in training),
+for the shipped ``tiny`` model.
 """
 
 from __future__ import annotations
+
+from toyworld.dataset import HELD_OUT_PROMPTS
 
 PAPER_TEST_PROMPTS: tuple[str, ...] = (
     "A camel resting on the snow field.",
@@ -25,4 +28,5 @@ PAPER_TEST_PROMPTS: tuple[str, ...] = (
 
 SMOKE_PROMPTS: tuple[str, ...] = ("A camel resting on the snow field.", "Men walking in the rain.")
 
-PROMPT_SETS: dict[str, tuple[str, ...]] = {"paper": PAPER_TEST_PROMPTS, "smoke": SMOKE_PROMPTS}
+PROMPT_SETS: dict[str, tuple[str, ...]] = {"paper": PAPER_TEST_PROMPTS, "smoke": SMOKE_PROMPTS,
+                                            "toyworld": HELD_OUT_PROMPTS}

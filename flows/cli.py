@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--base-model", help="diffusers Video-LDM directory or hub id (init chunk)")
     g.add_argument("--streaming-model", help="StreamingT2V directory (autoregressive-extend)")
     g.add_argument("--refiner", help="diffusers video model directory or hub id (refine)")
+    g.add_argument("--weights", default="random",
+                   help="tiny preset: trained (the toy-world model in toyworld/weights) | random (fixed random weights)")
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", default="float32")
     g.add_argument("--force", action="store_true", help="allow more than 4800 frames")
@@ -86,7 +88,7 @@ def _generate(args: argparse.Namespace) -> int:
         refine=not args.no_refine, blend=args.blend, refine_steps=args.refine_steps, fps=args.fps, anchor_frame=args.anchor_frame,
         preset=args.preset, force=args.force)
     sources = ModelSources(preset=args.preset, base_model=args.base_model, streaming_model=args.streaming_model,
-                           refiner=args.refiner, device=args.device, dtype=args.dtype)
+                           refiner=args.refiner, device=args.device, dtype=args.dtype, weights=args.weights)
     for option in ("base_model", "streaming_model", "refiner"):
         value = getattr(sources, option)
         if value and _is_local_path(value) and not Path(value).expanduser().is_dir():

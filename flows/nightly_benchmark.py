@@ -11,8 +11,9 @@ X-T slices of the worst videos) are written next to the history: Prefect's image
 only a URL, which a local path or an s3:// object is not, so the markdown gives their URIs.
 
 Ablations (App. D.3, Sec. 5.2): ``blend`` (randomized / shared-noise / independent refinement
-chunks) and ``apm`` (the "w/o APM" model). ``cam_variant`` names the conditioning of the
-streaming stage; only the paper's CAM has weights here.
+chunks), ``apm`` (the "w/o APM" model) and ``cam_variant``: the conditioning of the streaming
+stage, ``cam`` or the ``conc-cond`` baseline (App. D.1), whose weights ``streaming_model`` must
+name (a directory trained by ``streamingt2v train --stage conc_cond``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from infra.video_io import read_video
 from models.errors import ConfigError, require
 from models.request import MAX_FRAMES
 
-CAM_VARIANTS = ("cam",)
+CAM_VARIANTS = ("cam", "conc-cond")
 WORST_VIDEOS = 4
 MARKDOWN_KEY = "nightly-benchmark-summary"
 
@@ -173,6 +174,19 @@ def summary_markdown(run: dict[str, Any], summary: dict[str, Any], previous: dic
     return "\n".join(lines)
 
 
+def check_cam_variant(cam_variant: str, streaming_model: str | None, apm: bool) -> None:
+    """The streaming model must be of the benchmarked variant; Conc-Cond has no APM."""
+    from models.streaming_t2v import conditioning_of
+
+    if cam_variant == "conc-cond":
+        require(streaming_model is not None, "streaming_model", streaming_model,
+                "a Conc-Cond model directory for cam_variant='conc-cond' (streamingt2v train --stage conc_cond)")
+        require(not apm, "apm", apm, "False for cam_variant='conc-cond' (the baseline has no APM)")
+    found = None if streaming_model is None else conditioning_of(streaming_model)
+    require(found in (None, cam_variant), "streaming_model", streaming_model,
+            f"a {cam_variant} model for cam_variant={cam_variant!r} (this directory holds a {found} model)")
+
+
 @flow(name="nightly-benchmark", log_prints=True)
 def nightly_benchmark(
     prompt_set: str | list[str] = "paper",
@@ -210,11 +224,10 @@ def nightly_benchmark(
     from stages.sources import ModelSources
 
     # Everything is validated before any work starts.
-    require(cam_variant in CAM_VARIANTS, "cam_variant", cam_variant,
-            f"one of {list(CAM_VARIANTS)} (the Conc-Cond / Add-Cond baselines of the CAM ablation, Sec. 5.2, "
-            "have no trained weights in this project, and random ones would not measure them)")
+    require(cam_variant in CAM_VARIANTS, "cam_variant", cam_variant, f"one of {list(CAM_VARIANTS)}")
     sources = ModelSources(preset=preset, base_model=base_model, streaming_model=streaming_model, refiner=refiner,
                            device=device, dtype=dtype)
+    check_cam_variant(cam_variant, sources.location("streaming_model"), apm)
     cluster = ClusterConfig.load(pools)
     label, rows = prompt_rows(prompt_set)
     defaults = dict(num_frames=num_frames, seed=seed, preset=preset, num_inference_steps=num_inference_steps,

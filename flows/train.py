@@ -25,7 +25,7 @@ from training.objectives import Dropout
 from training.ray_train import RayTrainSettings, train_on_ray
 from training.run import TrainConfig
 
-StageName = Literal["vae", "base", "cam", "cam_apm", "conc_cond"]
+StageName = Literal["vae", "base", "cam", "cam_apm", "conc_cond", "refiner"]
 
 
 @task

@@ -183,6 +183,15 @@ class StreamingT2V(LatentVideoModel):
         return {"cam": asdict(self.unet.cam.config), "apm": asdict(self.unet.apm.config), "video": asdict(self.video)}
 
 
+def conditioning_of(path: str | Path) -> str | None:
+    """'cam' or 'conc-cond': how a saved StreamingT2V directory conditions on the previous chunk
+    (None if ``path`` holds no readable UNet config)."""
+    name = _unet_class_name(str(path))
+    if name is None:
+        return None
+    return "conc-cond" if name == ConcCondUNet.__name__ else "cam"
+
+
 def _unet_class_name(path: str) -> str | None:
     """The denoiser class recorded in ``unet/config.json`` (CAM model or Conc-Cond baseline)."""
     try:

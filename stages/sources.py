@@ -1,5 +1,5 @@
-"""Where each stage's model comes from: a preset's random weights (tiny), a local directory or a
-hub id. Loading errors become ConfigErrors that name the option."""
+"""Where each stage's model comes from: the shipped toy-world weights (tiny), a preset's random
+weights, a local directory or a hub id. Loading errors become ConfigErrors that name the option."""
 
 from __future__ import annotations
 
@@ -15,13 +15,16 @@ from models.streaming_t2v import StreamingT2V
 from models.video_ldm import VideoLDM
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+WEIGHTS: tuple[str, ...] = ("trained", "random")
+_SHIPPED = {"base_model": "base", "streaming_model": "streaming", "refiner": "refiner"}
 
 
 @dataclass(frozen=True)
 class ModelSources:
-    """preset: 'tiny' builds every model from its config with fixed random weights (weights_seed);
-    any of the paths overrides one model. The 'modelscope' preset needs its models on disk or in
-    the local hub cache: base_model (diffusers Video-LDM), streaming_model (our StreamingT2V
+    """preset 'tiny' with ``weights='trained'`` loads the toy-world model (:mod:`toyworld.weights`),
+    with ``weights='random'`` builds every model from its config with fixed random weights
+    (weights_seed: tests and timing); any of the paths overrides one model. The 'modelscope'
+    preset needs its models on disk or in the local hub cache: base_model (diffusers Video-LDM), streaming_model (our StreamingT2V
     directory, e.g. from ``streamingt2v convert-official``) and refiner (a diffusers UNet3D
     video model used for SDEdit)."""
 
@@ -31,10 +34,13 @@ class ModelSources:
     refiner: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    weights: str = "random"  # tiny only: 'trained' (toy-world model in toyworld/weights) | 'random'
     weights_seed: int = 0
 
     def __post_init__(self) -> None:
         get_preset(self.preset)
+        if self.weights not in WEIGHTS:
+            raise ConfigError("weights", self.weights, f"one of {WEIGHTS}")
         if self.dtype not in DTYPES:
             raise ConfigError("dtype", self.dtype, f"one of {sorted(DTYPES)}")
         if self.preset != "tiny":
@@ -50,26 +56,35 @@ class ModelSources:
     def refine_config(self, **overrides) -> RefineConfig:
         return RefineConfig(**{**REFINE_GEOMETRY[self.preset], **overrides})
 
+    def location(self, option: str) -> str | None:
+        """Where ``option`` (base_model, streaming_model, refiner) loads from; None: random weights."""
+        explicit = getattr(self, option)
+        if explicit is not None or self.preset != "tiny" or self.weights == "random":
+            return explicit
+        from toyworld.weights import model_dir
+
+        return str(model_dir(_SHIPPED[option]))
+
     def load_video_ldm(self) -> VideoLDM:
-        if self.base_model is None:
+        if (location := self.location("base_model")) is None:
             return VideoLDM.from_preset(self.preset, seed=self.weights_seed).to(self.device)
-        return _load("base_model", self.base_model, lambda p: VideoLDM.from_pretrained(
+        return _load("base_model", location, lambda p: VideoLDM.from_pretrained(
             p, torch_dtype=self.torch_dtype, device=self.device))
 
     def load_streaming(self) -> StreamingT2V:
-        if self.streaming_model is None:
+        if (location := self.location("streaming_model")) is None:
             return StreamingT2V.from_preset(self.preset, seed=self.weights_seed).to(self.device)
-        return _load("streaming_model", self.streaming_model, lambda p: StreamingT2V.from_pretrained(
+        return _load("streaming_model", location, lambda p: StreamingT2V.from_pretrained(
             p, torch_dtype=self.torch_dtype, device=self.device))
 
     def load_refiner(self) -> VideoLDM:
-        if self.refiner is None:
+        if (location := self.location("refiner")) is None:
             if self.preset != "tiny":
                 raise ConfigError("refiner", None, "a diffusers video model directory or hub id for refinement "
                                   "(or --no-refine)")
             return VideoLDM.from_preset(replace(TINY_REFINER), seed=self.weights_seed + 1).to(self.device)
         # A refiner is sampled with the schedule it was trained with: its own scheduler config.
-        return _load("refiner", self.refiner, lambda p: VideoLDM.from_pretrained(
+        return _load("refiner", location, lambda p: VideoLDM.from_pretrained(
             p, torch_dtype=self.torch_dtype, device=self.device, schedule=None))
 
 

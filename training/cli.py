@@ -18,7 +18,7 @@ EXIT_BAD_INPUT = 2
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamingt2v train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", required=True, help="vae | base | cam | cam_apm | conc_cond")
+    p.add_argument("--stage", required=True, help="vae | base | cam | cam_apm | conc_cond | refiner")
     p.add_argument("--steps", type=int, required=True, help="total optimiser steps of the stage")
     p.add_argument("--init", help="model directory the stage starts from")
     p.add_argument("--preset", default="tiny")

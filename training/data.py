@@ -77,12 +77,10 @@ class ClipSource:
             if not self.clips:
                 raise ConfigError("data", data, f"a clip manifest with clips of at least {spec.seconds:.2f} s "
                                   f"({spec.num_frames} frames at {spec.fps} fps); none of its {table.num_rows} is")
-        elif spec.height != spec.width:
-            raise ConfigError("height/width", (spec.height, spec.width), "equal sizes for the toy world")
 
     def __call__(self, row: int) -> tuple[np.ndarray, str]:
         if self.data == TOYWORLD:
-            return toy_clip(self.seed, row, self.spec.num_frames, self.spec.fps, self.spec.height)
+            return self._toy_clip(row)
         rng = np.random.default_rng((self.seed, row))
         clip = self.clips[int(rng.integers(len(self.clips)))]
         video = read_video(clip["video_uri"])
@@ -90,6 +88,19 @@ class ClipSource:
         start = float(rng.uniform(0, max(0.0, duration - self.spec.seconds)))
         frames = video[source_frame_indices(start, self.spec, clip["fps"], len(video))]
         return resize_crop(frames, self.spec.height, self.spec.width), clip["caption"]
+
+
+    def _toy_clip(self, row: int) -> tuple[np.ndarray, str]:
+        """The toy world is square; a wider or taller clip (the refiner's canvas) gets the square
+        centred on black, exactly as the refinement stage places a video on its canvas."""
+        h, w = self.spec.height, self.spec.width
+        frames, caption = toy_clip(self.seed, row, self.spec.num_frames, self.spec.fps, min(h, w))
+        if h == w:
+            return frames, caption
+        canvas = np.zeros((len(frames), h, w, 3), dtype=frames.dtype)
+        top, left = (h - frames.shape[1]) // 2, (w - frames.shape[2]) // 2
+        canvas[:, top:top + frames.shape[1], left:left + frames.shape[2]] = frames
+        return canvas, caption
 
 
 class RenderClips:

@@ -15,6 +15,9 @@ Stages, in the order a model is built:
   -> empty 5%, anchor -> zero image 5%, both 5% (the nulls of Eq. 13).
 * ``conc_cond``: the Conc-Cond baseline (App. D.1) on the same 16-frame task as ``cam``; the
   whole UNet is fine-tuned (it must learn to read its new input channels).
+* ``refiner``: the high-resolution video model of the refinement stage (paper: MS-Vid2Vid-XL),
+  i.e. the ``base`` objective on clips at the refinement geometry (the canvas and the 24-frame
+  chunk of Sec. 4.3), starting from a trained Video-LDM.
 
 Every objective returns the loss of one batch of frames (b, 3, F, H, W) in [-1, 1] with captions;
 randomness (timesteps, noise, dropout, anchor choice) comes from the generator it is given, so a
@@ -36,8 +39,8 @@ from models.schedule import NoiseSchedule
 from models.streaming_t2v import StreamingT2V
 from models.video_ldm import VideoLDM
 
-Stage = Literal["vae", "base", "cam", "cam_apm", "conc_cond"]
-STAGES: tuple[str, ...] = ("vae", "base", "cam", "cam_apm", "conc_cond")
+Stage = Literal["vae", "base", "cam", "cam_apm", "conc_cond", "refiner"]
+STAGES: tuple[str, ...] = ("vae", "base", "cam", "cam_apm", "conc_cond", "refiner")
 
 
 @dataclass(frozen=True)
@@ -139,11 +142,12 @@ class VAEObjective(Objective):
 
 
 class BaseObjective(Objective):
-    """Video-LDM epsilon loss on F-frame clips with empty-text dropout."""
+    """Video-LDM epsilon loss on F-frame clips with empty-text dropout (also the ``refiner``
+    stage, on its larger clips)."""
 
-    stage = "base"
-
-    def __init__(self, model: VideoLDM, train_text_encoder: bool = False, text_dropout: float = 0.1) -> None:
+    def __init__(self, model: VideoLDM, train_text_encoder: bool = False, text_dropout: float = 0.1,
+                 stage: str = "base") -> None:
+        self.stage = stage
         self.model = model
         self.train_text_encoder = train_text_encoder
         self.text_dropout = text_dropout
@@ -233,6 +237,6 @@ def make_objective(stage: str, model: VideoLDM | StreamingT2V, train_text_encode
     require(stage in STAGES, "stage", stage, f"one of {STAGES}")
     if stage == "vae":
         return VAEObjective(model)
-    if stage == "base":
-        return BaseObjective(model, train_text_encoder)
+    if stage in ("base", "refiner"):
+        return BaseObjective(model, train_text_encoder, stage=stage)
     return StreamingObjective(model, stage, dropout)

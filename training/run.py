@@ -20,7 +20,8 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 from infra import storage
 from models.conc_cond import ConcCondUNet
 from models.errors import ConfigError, require
-from models.presets import get_preset
+from models.presets import REFINE_GEOMETRY, get_preset
+from models.refinement import RefineConfig
 from models.streaming_t2v import StreamingT2V
 from models.video_ldm import VideoLDM
 from training.data import TOYWORLD, ClipSource, ClipSpec, local_batches
@@ -33,8 +34,8 @@ STATE_FILE = "training_state.json"
 @dataclass(frozen=True)
 class TrainConfig:
     """One stage of training. ``init`` is the model directory the stage starts from: none for
-    ``vae`` (random preset weights), a Video-LDM for ``base``/``cam``/``conc_cond`` (``base``
-    may also start from random weights), the ``cam`` result for ``cam_apm``."""
+    ``vae`` (random preset weights), a Video-LDM for ``base``/``cam``/``conc_cond``/``refiner``
+    (``base`` may also start from random weights), the ``cam`` result for ``cam_apm``."""
 
     stage: str
     steps: int
@@ -63,12 +64,15 @@ class TrainConfig:
         require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "an integer >= 1")
         require(self.mixed_precision in PRECISIONS, "mixed_precision", self.mixed_precision, f"one of {PRECISIONS}")
         require(self.fps > 0, "fps", self.fps, "a frame rate > 0")
-        if self.stage in ("cam", "cam_apm", "conc_cond"):
+        if self.stage in ("cam", "cam_apm", "conc_cond", "refiner"):
             require(self.init is not None, "init", None, f"a model directory to start stage {self.stage!r} from")
         require(not self.train_text_encoder or self.stage == "base", "train_text_encoder", True,
                 "False outside the base stage (CLIP stays frozen, paper Sec. 5.1)")
 
     def clip_spec(self) -> ClipSpec:
+        if self.stage == "refiner":  # the refinement stage's chunk on its canvas (Sec. 4.3)
+            geometry = RefineConfig(**REFINE_GEOMETRY[self.preset])
+            return ClipSpec(geometry.chunk_frames, self.fps, geometry.canvas_height, geometry.canvas_width)
         video = get_preset(self.preset).video
         return ClipSpec(clip_frames(self.stage, video.frames_per_chunk), self.fps, video.height, video.width)
 
@@ -85,7 +89,7 @@ def build_model(config: TrainConfig, device: str = "cpu") -> VideoLDM | Streamin
     preset = get_preset(config.preset)
     if config.stage == "vae" or (config.stage == "base" and config.init is None):
         return VideoLDM.from_preset(preset, seed=config.seed, device=device)
-    if config.stage == "base":
+    if config.stage in ("base", "refiner"):
         return _load(config.init, lambda p: VideoLDM.from_pretrained(p, device=device))
     if config.stage == "cam_apm":
         model = _load(config.init, lambda p: StreamingT2V.from_pretrained(p, device=device))

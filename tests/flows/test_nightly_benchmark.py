@@ -73,6 +73,7 @@ def test_two_nights_fill_the_manifest_append_the_history_and_compare(prefect_har
 
 @pytest.mark.parametrize("params,field", [
     (dict(cam_variant="concat-baseline"), "cam_variant"),
+    (dict(cam_variant="conc-cond", apm=False), "streaming_model"),
     (dict(blend="soft"), "blend"),
     (dict(num_frames=8), "num_frames"),
     (dict(flow_size=4), "flow_size"),
@@ -86,13 +87,35 @@ def test_invalid_parameters_are_rejected_before_any_work(prefect_harness, tmp_pa
         nightly_benchmark(**{"prompt_set": "smoke", "output_uri": str(out), "history_uri": str(history_uri), **params})
     assert field in str(info.value)
     assert not out.exists() and not history_uri.exists()
-    if field == "cam_variant":
-        assert "no trained weights" in str(info.value)
+
+
+
+def test_cam_variant_must_match_the_streaming_model(tmp_path):
+    from flows.nightly_benchmark import check_cam_variant
+    from models.conc_cond import ConcCondUNet
+    from models.errors import ConfigError
+    from models.streaming_t2v import StreamingT2V, conditioning_of
+    from models.video_ldm import VideoLDM
+
+    cam, base = StreamingT2V.from_preset("tiny"), VideoLDM.from_preset("tiny")
+    conc = StreamingT2V(ConcCondUNet.from_base(base.unet, 8), base.vae, base.text_encoder, base.tokenizer,
+                        cam.image_encoder, base.video, base.schedule)
+    cam.save_pretrained(tmp_path / "cam")
+    conc.save_pretrained(tmp_path / "conc")
+    assert (conditioning_of(tmp_path / "cam"), conditioning_of(tmp_path / "conc")) == ("cam", "conc-cond")
+    check_cam_variant("conc-cond", str(tmp_path / "conc"), apm=False)
+    check_cam_variant("cam", str(tmp_path / "cam"), apm=True)
+    for variant, path, apm, field in [("conc-cond", "conc", True, "apm"), ("cam", "conc", False, "streaming_model"),
+                                      ("conc-cond", "cam", False, "streaming_model")]:
+        with pytest.raises(ConfigError) as err:
+            check_cam_variant(variant, str(tmp_path / path), apm)
+        assert err.value.field == field
 
 
 def test_named_prompt_sets_and_paper_figures():
     from flows.nightly_benchmark import MANIFEST_COLUMNS, paper_figure, prompt_rows
 
+    assert prompt_rows("toyworld")[1][0] == {"prompt": "a red circle moving left on a striped background"}
     assert len(PAPER_TEST_PROMPTS) == 10 and PAPER_TEST_PROMPTS[0] == "A camel resting on the snow field."
     assert prompt_rows("paper") == ("paper", [{"prompt": p} for p in PAPER_TEST_PROMPTS])
     label, rows = prompt_rows(["b", "a"])

@@ -20,6 +20,14 @@ def test_frames_are_sampled_at_the_target_fps():
     assert source_frame_indices(0.0, spec, 25.0, 300).tolist() == [0, 8, 17, 25]
 
 
+def test_toy_clips_on_a_wide_canvas_are_the_square_clip_centred_on_black():
+    wide = ClipSource("toyworld", ClipSpec(num_frames=3, fps=10.0, height=16, width=24), seed=1)(5)
+    square = ClipSource("toyworld", ClipSpec(num_frames=3, fps=10.0, height=16, width=16), seed=1)(5)
+    assert wide[1] == square[1] and wide[0].shape == (3, 16, 24, 3)
+    assert np.array_equal(wide[0][:, :, 4:20], square[0])
+    assert not wide[0][:, :, :4].any() and not wide[0][:, :, 20:].any()
+
+
 def test_resize_scales_the_shorter_side_and_centre_crops():
     frames = np.zeros((2, 40, 80, 3), np.uint8)
     frames[:, :, 30:50] = 255  # a white band in the middle

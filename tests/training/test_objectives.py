@@ -29,10 +29,11 @@ TRAINABLE = {
     "cam": lambda n: n.startswith("unet.cam."),
     "cam_apm": lambda n: n.startswith("unet.") and not _main_temporal(n),
     "conc_cond": lambda n: n.startswith("unet."),
+    "refiner": lambda n: n.startswith("unet."),
 }
 
 
-@pytest.mark.parametrize("stage", ["vae", "base", "cam", "cam_apm", "conc_cond"])
+@pytest.mark.parametrize("stage", ["vae", "base", "cam", "cam_apm", "conc_cond", "refiner"])
 def test_only_the_stage_parameters_change(stage, init_dirs):
     config = TrainConfig(stage=stage, steps=2, init=init_dirs[stage], batch_size=2, fps=10, lr=1e-3,
                          train_text_encoder=stage == "base", dropout=Dropout(0.3, 0.3, 0.3))
@@ -80,6 +81,14 @@ def test_condition_dropout_rates_and_disjointness():
 def test_cam_apm_clips_are_two_chunks_long():
     assert TrainConfig(stage="cam_apm", steps=1, init="x").clip_spec().num_frames == 32
     assert TrainConfig(stage="cam", steps=1, init="x").clip_spec().num_frames == 16
+
+
+def test_refiner_clips_have_the_refinement_geometry():
+    from models.presets import REFINE_GEOMETRY
+
+    spec = TrainConfig(stage="refiner", steps=1, init="x").clip_spec()
+    geometry = REFINE_GEOMETRY["tiny"]
+    assert (spec.num_frames, spec.height, spec.width) == (24, geometry["canvas_height"], geometry["canvas_width"])
 
 
 @pytest.mark.parametrize("kwargs,field", [
