@@ -137,6 +137,26 @@ class SkipMerger(nn.Module):
         return skip + out
 
 
+@dataclass(frozen=True)
+class EncodedFrames:
+    """E_cond(conditioning frames), (b * F_cond, c, h, w). It depends on the conditioning frames
+    only, not on x_t, t or the text, so sampling computes it once per chunk and every denoising
+    step and guidance branch reuses it. (The rest of CAM, the control branch, reads x_t and t and
+    runs at every step.)"""
+
+    features: torch.Tensor
+    batch: int
+    frames: int
+
+    @classmethod
+    def of(cls, encoder: FrameEncoder, frames: torch.Tensor) -> "EncodedFrames":
+        return cls(encoder(frames), frames.shape[0], frames.shape[2])
+
+    def repeat(self, n: int) -> "EncodedFrames":
+        """The encoding of ``torch.cat([frames] * n)`` (the guidance branches' batch)."""
+        return EncodedFrames(torch.cat([self.features] * n), self.batch * n, self.frames)
+
+
 class ControlBranch(nn.Module):
     """ControlNet-like trainable copy of the UNet encoder, run on the ``F_cond`` frames."""
 
@@ -157,16 +177,20 @@ class ControlBranch(nn.Module):
             getattr(self, name).load_state_dict(state)
 
     def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
-                frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                frames: torch.Tensor | EncodedFrames) -> tuple[torch.Tensor, ...]:
         """sample: (b, c, F_cond, h, w) noisy latents; frames: (b, 3, F_cond, H, W) conditioning
-        frames. Returns one feature per UNet skip connection, then the mid-block output."""
+        frames, or their :class:`EncodedFrames`. Returns one feature per UNet skip connection,
+        then the mid-block output."""
         b, _, k = sample.shape[:3]
+        encoded = frames if isinstance(frames, EncodedFrames) else EncodedFrames.of(self.frame_encoder, frames)
+        require(encoded.features.shape[0] == b * k, "cond_frames", (encoded.batch, encoded.frames),
+                f"{b} videos x {k} frames, as the noisy latents")
         emb = self.time_embedding(self.time_proj(timesteps).to(sample.dtype))
         emb = emb.repeat_interleave(k, dim=0)
         text = text.repeat_interleave(k, dim=0)
         x = self.conv_in(rearrange(sample, "b c f h w -> (b f) c h w"))
         x = self.transformer_in(x, num_frames=k, return_dict=False)[0]
-        x = x + self.frame_encoder(frames)
+        x = x + encoded.features
         features = [x]
         for block in self.down_blocks:
             if getattr(block, "has_cross_attention", False):
@@ -206,11 +230,15 @@ class ConditionalAttentionModule(nn.Module):
             SkipMerger(c, cfg.norm_num_groups, config.attention_head_dim) for c in skip_channels(unet)
         )
 
+    def encode_frames(self, cond_frames: torch.Tensor) -> EncodedFrames:
+        """E_cond of the conditioning frames (b, 3, F_cond, H, W), for reuse across steps."""
+        return EncodedFrames.of(self.control.frame_encoder, cond_frames)
+
     def features(self, sample: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
-                 cond_frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                 cond_frames: torch.Tensor | EncodedFrames) -> tuple[torch.Tensor, ...]:
         """CAM features x_CAM for every injection point. The control branch sees the first
         ``F_cond`` frames of the noisy chunk latent, as in the reference implementation."""
-        k = cond_frames.shape[2]
+        k = cond_frames.frames if isinstance(cond_frames, EncodedFrames) else cond_frames.shape[2]
         require(k <= sample.shape[2], "cond_frames", k, f"<= the chunk's frame count {sample.shape[2]}")
         return self.control(sample[:, :, :k], timesteps, text, cond_frames)
 

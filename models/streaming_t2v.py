@@ -16,7 +16,7 @@ from diffusers import AutoencoderKL
 from transformers import (CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection)
 
 from models.apm import APMConfig
-from models.cam import CAMConfig
+from models.cam import CAMConfig, EncodedFrames
 from models.conc_cond import ConcCondUNet
 from models.errors import require
 from models.guidance import GuidanceWeights, multi_conditioned_cfg, text_cfg
@@ -55,11 +55,14 @@ class StreamingT2V(LatentVideoModel):
     def has_apm(self) -> bool:
         return isinstance(self.unet, StreamingT2VUNet)
 
-    def condition(self, cond_frames: torch.Tensor) -> torch.Tensor:
-        """What the denoiser takes as the chunk condition: the frames themselves (CAM's E_cond
-        reads pixels) or their VAE latents (the Conc-Cond baseline)."""
+    def condition(self, cond_frames: torch.Tensor) -> torch.Tensor | EncodedFrames:
+        """What the denoiser takes as the chunk condition, computed once per chunk: CAM's
+        E_cond features of the frames (they do not depend on x_t, so every step reuses them), or
+        the frames' VAE latents (the Conc-Cond baseline)."""
         cond = cond_frames.to(self.device, self.dtype)
-        return self.encode(cond) if getattr(self.unet, "conditions_on_latents", False) else cond
+        if getattr(self.unet, "conditions_on_latents", False):
+            return self.encode(cond)
+        return self.unet.cam.encode_frames(cond)
 
     @property
     def cond_frames(self) -> int:
@@ -85,18 +88,18 @@ class StreamingT2V(LatentVideoModel):
 
     # -- Eq. 13 -------------------------------------------------------------------------------
     def guided_noise(self, x: torch.Tensor, t: torch.Tensor, text_null: torch.Tensor, text: torch.Tensor,
-                     anchor_null: torch.Tensor, anchor: torch.Tensor, cond_frames: torch.Tensor,
+                     anchor_null: torch.Tensor, anchor: torch.Tensor, cond_frames: torch.Tensor | EncodedFrames,
                      weights: GuidanceWeights) -> torch.Tensor:
         """eps_hat of Eq. 13 from one batched UNet call over the branches
         (tau_null, a_null), (tau, a_null), (tau, a). When omega_text == omega_anchor the middle
         branch cancels out of Eq. 13 and is not computed (see GuidanceWeights.anchor_branch_cancels)."""
         if weights.anchor_branch_cancels:
             eps_null, eps_full = self.unet(torch.cat([x, x]), t, torch.cat([text_null, text]),
-                                           torch.cat([anchor_null, anchor]), torch.cat([cond_frames] * 2)).chunk(2)
+                                           torch.cat([anchor_null, anchor]), repeat_condition(cond_frames, 2)).chunk(2)
             return eps_null + weights.text * (eps_full - eps_null)
         eps_null, eps_text, eps_full = self.unet(
             torch.cat([x, x, x]), t, torch.cat([text_null, text, text]),
-            torch.cat([anchor_null, anchor_null, anchor]), torch.cat([cond_frames] * 3)).chunk(3)
+            torch.cat([anchor_null, anchor_null, anchor]), repeat_condition(cond_frames, 3)).chunk(3)
         return multi_conditioned_cfg(eps_null, eps_text, eps_full, weights)
 
     @torch.no_grad()
@@ -119,7 +122,7 @@ class StreamingT2V(LatentVideoModel):
         require(anchor_frames is None or self.has_apm, "apm", True, "False for a model without APM (Conc-Cond)")
         if anchor_frames is None:
             def noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                eps_null, eps_text = self.unet(torch.cat([x, x]), t, text, None, torch.cat([cond] * 2)).chunk(2)
+                eps_null, eps_text = self.unet(torch.cat([x, x]), t, text, None, repeat_condition(cond, 2)).chunk(2)
                 return text_cfg(eps_null, eps_text, weights.text)
         else:
             anchor = self.anchor_embeds(anchor_frames)
@@ -181,6 +184,11 @@ class StreamingT2V(LatentVideoModel):
         if not self.has_apm:
             return {"conditioning": "conc-cond", "cond_frames": self.cond_frames, "video": asdict(self.video)}
         return {"cam": asdict(self.unet.cam.config), "apm": asdict(self.unet.apm.config), "video": asdict(self.video)}
+
+
+def repeat_condition(cond: torch.Tensor | EncodedFrames, n: int) -> torch.Tensor | EncodedFrames:
+    """The condition of ``n`` stacked copies of a batch (the guidance branches)."""
+    return cond.repeat(n) if isinstance(cond, EncodedFrames) else torch.cat([cond] * n)
 
 
 def conditioning_of(path: str | Path) -> str | None:

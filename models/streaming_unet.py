@@ -19,7 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 
 from models.apm import AppearancePreservationModule, APMConfig
-from models.cam import CAMConfig, ConditionalAttentionModule
+from models.cam import CAMConfig, ConditionalAttentionModule, EncodedFrames
 from models.errors import require
 
 
@@ -74,12 +74,13 @@ class StreamingT2VUNet(ModelMixin, ConfigMixin):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, text_embeds: torch.Tensor,
                 image_embeds: torch.Tensor | None = None,
-                cond_frames: torch.Tensor | None = None) -> torch.Tensor:
+                cond_frames: torch.Tensor | EncodedFrames | None = None) -> torch.Tensor:
         """Noise prediction eps(x_t, t, tau, a) for a chunk.
 
         sample: (b, c, F, h, w) noisy latents; text_embeds: (b, 77, d) CLIP text tokens;
         image_embeds: (b, e) CLIP embedding of the anchor frame (APM), or None;
-        cond_frames: (b, 3, F_cond, H, W) conditioning frames in [-1, 1] (CAM), or None.
+        cond_frames: (b, 3, F_cond, H, W) conditioning frames in [-1, 1] (CAM), or their
+        :class:`EncodedFrames` (computed once per chunk), or None.
         """
         unet = self.unet
         b, _, f = sample.shape[:3]
@@ -103,7 +104,7 @@ class StreamingT2VUNet(ModelMixin, ConfigMixin):
         x = unet.mid_block(x, emb, encoder_hidden_states=context, num_frames=f)
 
         if cond_frames is not None:
-            k = cond_frames.shape[2]
+            k = cond_frames.frames if isinstance(cond_frames, EncodedFrames) else cond_frames.shape[2]
             features = self.cam.features(sample, timesteps, text_embeds, cond_frames)
             skips, x = self.cam.inject(skips, x, features, f, k)
 

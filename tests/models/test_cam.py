@@ -31,6 +31,37 @@ def test_cam_at_init_leaves_base_prediction_unchanged(tiny_streaming):
 
 
 @torch.no_grad()
+def test_frame_encoding_computed_once_per_chunk_gives_the_same_prediction(tiny_streaming):
+    """E_cond reads the conditioning frames only, so sampling encodes them once per chunk and
+    reuses the encoding at every step and in every guidance branch."""
+    from models.cam import EncodedFrames
+    from models.streaming_t2v import repeat_condition
+
+    model = copy.deepcopy(tiny_streaming.unet)
+    for module in (*[m.proj_out for m in model.cam.mergers], model.cam.control.frame_encoder.conv_out):
+        torch.nn.init.normal_(module.weight, std=0.1)
+    x, text, cond = _inputs(tiny_streaming, batch=2)
+    encoded = model.cam.encode_frames(cond)
+    assert isinstance(encoded, EncodedFrames) and (encoded.batch, encoded.frames) == (2, 8)
+    for t in (900, 100):
+        torch.testing.assert_close(model(x, t, text, cond_frames=encoded), model(x, t, text, cond_frames=cond),
+                                   rtol=0, atol=1e-6)
+    two = repeat_condition(encoded, 2)
+    torch.testing.assert_close(model(torch.cat([x, x]), 500, torch.cat([text, text]), cond_frames=two),
+                               model(torch.cat([x, x]), 500, torch.cat([text, text]), cond_frames=torch.cat([cond] * 2)),
+                               rtol=0, atol=1e-6)
+
+    calls = []
+    hook = model.cam.control.frame_encoder.register_forward_hook(lambda *a: calls.append(1))
+    tiny_streaming_copy = copy.copy(tiny_streaming)
+    tiny_streaming_copy.unet = model
+    tiny_streaming_copy.sample_chunk(["a red circle"], cond[:1, :, 0], cond[:1], [torch.Generator().manual_seed(0)],
+                                     num_inference_steps=4)
+    hook.remove()
+    assert len(calls) == 1
+
+
+@torch.no_grad()
 def test_cam_changes_prediction_once_p_out_is_nonzero(tiny_streaming):
     x, text, cond = _inputs(tiny_streaming)
     model = copy.deepcopy(tiny_streaming.unet)
