@@ -20,6 +20,10 @@ Deployments:
   ``$STREAMINGT2V_NIGHTLY_PARAMETERS``, e.g. ``{"base_model": "...", "streaming_model": "...",
   "refiner": "...", "history_uri": "s3://bucket/nightly/history.parquet",
   "metric_models": {"clip": "...", "aesthetic_mlp": "..."}}``.
+* ``bench/nightly-gpu``: every day at 05:00 UTC (after the nightly benchmark), the performance
+  harness at the real ``modelscope`` sizes with random weights in bf16 on a GPU, with the
+  speed-up of each optimisation; ``bench/local``: the tiny preset on CPU with the Ray/Prefect
+  overhead share.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import os
 from prefect import serve
 from prefect.schedules import Cron
 
+from flows.bench import bench
 from flows.generate_batch import generate_batch
 from flows.nightly_benchmark import nightly_benchmark
 from flows.train import train_streamingt2v
@@ -37,6 +42,7 @@ from models.errors import require
 
 NIGHTLY_PARAMETERS_ENV = "STREAMINGT2V_NIGHTLY_PARAMETERS"
 NIGHTLY_CRON = "0 2 * * *"
+BENCH_CRON = "0 5 * * *"
 
 
 def nightly_parameters() -> dict:
@@ -65,6 +71,12 @@ def deployments() -> list:
             "gradient_checkpointing": True}, concurrency_limit=1),
         nightly_benchmark.to_deployment(name="nightly", schedule=Cron(NIGHTLY_CRON, timezone="UTC"),
                                         parameters=nightly_parameters(), concurrency_limit=1),
+        bench.to_deployment(name="nightly-gpu", schedule=Cron(BENCH_CRON, timezone="UTC"), concurrency_limit=1,
+                            parameters={"preset": "modelscope", "weights": "random", "device": "cuda",
+                                        "dtype": "bfloat16", "num_frames": 240, "ablations": True,
+                                        "history_uri": "outputs/bench/history.parquet"}),
+        bench.to_deployment(name="local", parameters={"preset": "tiny", "num_frames": 48, "orchestration": True},
+                            concurrency_limit=1),
     ]
 
 

@@ -169,9 +169,9 @@ class StreamingT2V(LatentVideoModel):
         model = cls(unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, image_encoder.eval(), video, schedule)
         return model.to(device)
 
-    def to(self, device: str | torch.device) -> "StreamingT2V":
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "StreamingT2V":
         for module in (self.unet, self.vae, self.text_encoder, self.image_encoder):
-            module.to(device)
+            module.to(device, dtype)
         return self
 
     def save_pretrained(self, path: str | Path) -> None:

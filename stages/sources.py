@@ -3,13 +3,14 @@ weights, a local directory or a hub id. Loading errors become ConfigErrors that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from models.errors import ConfigError
-from models.presets import REFINE_GEOMETRY, TINY_REFINER, get_preset
+from models.presets import REFINE_GEOMETRY, REFINER_PRESETS, get_preset
+from models.tokenizer import tiny_clip_tokenizer
 from models.refinement import RefineConfig
 from models.streaming_t2v import StreamingT2V
 from models.video_ldm import VideoLDM
@@ -43,7 +44,7 @@ class ModelSources:
             raise ConfigError("weights", self.weights, f"one of {WEIGHTS}")
         if self.dtype not in DTYPES:
             raise ConfigError("dtype", self.dtype, f"one of {sorted(DTYPES)}")
-        if self.preset != "tiny":
+        if self.preset != "tiny" and self.weights == "trained":
             for name in ("base_model", "streaming_model"):
                 if getattr(self, name) is None:
                     raise ConfigError(name, None, f"a model directory or hub id (preset {self.preset!r} has no "
@@ -56,6 +57,14 @@ class ModelSources:
     def refine_config(self, **overrides) -> RefineConfig:
         return RefineConfig(**{**REFINE_GEOMETRY[self.preset], **overrides})
 
+    def _random(self, model):
+        """A random-weight model on this device and dtype. Real presets ship their tokenizer with
+        their weights; random ones get the offline byte-level tokenizer (compute does not depend
+        on token values or weights: benchmarks)."""
+        if model.tokenizer is None:
+            model.tokenizer = tiny_clip_tokenizer()
+        return model.to(self.device, self.torch_dtype)
+
     def location(self, option: str) -> str | None:
         """Where ``option`` (base_model, streaming_model, refiner) loads from; None: random weights."""
         explicit = getattr(self, option)
@@ -67,22 +76,22 @@ class ModelSources:
 
     def load_video_ldm(self) -> VideoLDM:
         if (location := self.location("base_model")) is None:
-            return VideoLDM.from_preset(self.preset, seed=self.weights_seed).to(self.device)
+            return self._random(VideoLDM.from_preset(self.preset, seed=self.weights_seed))
         return _load("base_model", location, lambda p: VideoLDM.from_pretrained(
             p, torch_dtype=self.torch_dtype, device=self.device))
 
     def load_streaming(self) -> StreamingT2V:
         if (location := self.location("streaming_model")) is None:
-            return StreamingT2V.from_preset(self.preset, seed=self.weights_seed).to(self.device)
+            return self._random(StreamingT2V.from_preset(self.preset, seed=self.weights_seed))
         return _load("streaming_model", location, lambda p: StreamingT2V.from_pretrained(
             p, torch_dtype=self.torch_dtype, device=self.device))
 
     def load_refiner(self) -> VideoLDM:
         if (location := self.location("refiner")) is None:
-            if self.preset != "tiny":
+            if self.preset != "tiny" and self.weights == "trained":
                 raise ConfigError("refiner", None, "a diffusers video model directory or hub id for refinement "
                                   "(or --no-refine)")
-            return VideoLDM.from_preset(replace(TINY_REFINER), seed=self.weights_seed + 1).to(self.device)
+            return self._random(VideoLDM.from_preset(REFINER_PRESETS[self.preset], seed=self.weights_seed + 1))
         # A refiner is sampled with the schedule it was trained with: its own scheduler config.
         return _load("refiner", location, lambda p: VideoLDM.from_pretrained(
             p, torch_dtype=self.torch_dtype, device=self.device, schedule=None))

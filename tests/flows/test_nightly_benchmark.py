@@ -134,7 +134,8 @@ def test_nightly_deployment_runs_at_two_utc_next_to_the_others(monkeypatch):
     monkeypatch.setenv(NIGHTLY_PARAMETERS_ENV, '{"base_model": "/models/base", "history_uri": "s3://b/h.parquet"}')
     by_name = {f"{d.flow_name}/{d.name}": d for d in deployments()}
     assert set(by_name) == {"generate-batch/local", "generate-batch/gpu-cluster", "train-streamingt2v/local",
-                            "train-streamingt2v/gpu-cluster", "nightly-benchmark/nightly"}
+                            "train-streamingt2v/gpu-cluster", "nightly-benchmark/nightly",
+                            "bench/nightly-gpu", "bench/local"}
     nightly = by_name["nightly-benchmark/nightly"]
     assert nightly.flow_name == "nightly-benchmark"
     (schedule,) = nightly.schedules
