@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import ray
 
+from infra import storage
 from infra.cluster import ClusterConfig, PoolConfig
 from models.chunk_plan import ChunkPlan
 from models.refinement import sdedit_timesteps
@@ -102,15 +103,9 @@ class _Running:
 def first_stage(job: VideoJob) -> str:
     """Where a (re-)run of this video starts, from what storage already holds."""
     store = job.store
-    if storage_exists(store.low_res_frames):
+    if storage.exists(store.low_res_frames):
         return "refine" if job.request.refine else "done"
     return "extend" if store.load_chunk(0) is not None else "init"
-
-
-def storage_exists(uri: str) -> bool:
-    from infra import storage
-
-    return storage.exists(uri)
 
 
 class BatchScheduler:

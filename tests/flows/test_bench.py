@@ -17,7 +17,7 @@ def test_two_runs_append_rows_and_the_second_compares_with_the_first(prefect_har
     table = pq.read_table(history)
     assert table.column("run_id").to_pylist() == [first["run_id"], second["run_id"]]
     assert previous_row(history, second)["run_id"] == first["run_id"]
-    assert 0 <= second["orch_overhead_share"] < 1 and second["orch_videos"] == 2
-    assert second["orch_flow_wall_s"] >= second["orch_stage_compute_s"] * 0 and second["orch_stage_compute_s"] > 0
+    assert second["orch_videos"] == 1 and 0 < second["orch_stage_compute_s"] < second["orch_flow_wall_s"]
+    assert 0 < second["orch_overhead_share"] < 1
     markdown = comparison_markdown(second, previous_row(history, second))
     assert f"`{first['run_id']}`" in markdown and "| init_step_s |" in markdown
