@@ -305,7 +305,7 @@ def append_history(uri: str, row: dict[str, Any]) -> pa.Table:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamingt2v bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="tiny", help="tiny | modelscope")
-    p.add_argument("--weights", default="random", help="random | trained (tiny)")
+    p.add_argument("--weights", default="random", help="random (any preset) | trained (tiny, or with model paths)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of init,extend,refine")

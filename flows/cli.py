@@ -45,8 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--base-model", help="diffusers Video-LDM directory or hub id (init chunk)")
     g.add_argument("--streaming-model", help="StreamingT2V directory (autoregressive-extend)")
     g.add_argument("--refiner", help="diffusers video model directory or hub id (refine)")
-    g.add_argument("--weights", default="random",
-                   help="tiny preset: trained (the toy-world model in toyworld/weights) | random (fixed random weights)")
+    g.add_argument("--weights", default=None,
+                   help="trained (tiny: the toy-world model in toyworld/weights; real presets: the model paths) | "
+                        "random (fixed random weights); default: the preset's")
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", default="float32")
     g.add_argument("--force", action="store_true", help="allow more than 4800 frames")

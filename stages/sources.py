@@ -17,14 +17,18 @@ from models.video_ldm import VideoLDM
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 WEIGHTS: tuple[str, ...] = ("trained", "random")
+DEFAULT_WEIGHTS = {"tiny": "random"}  # presets whose default is not 'trained'
+
 _SHIPPED = {"base_model": "base", "streaming_model": "streaming", "refiner": "refiner"}
 
 
 @dataclass(frozen=True)
 class ModelSources:
-    """preset 'tiny' with ``weights='trained'`` loads the toy-world model (:mod:`toyworld.weights`),
-    with ``weights='random'`` builds every model from its config with fixed random weights
-    (weights_seed: tests and timing); any of the paths overrides one model. The 'modelscope'
+    """``weights='trained'`` loads trained models: for preset 'tiny' the toy-world model
+    (:mod:`toyworld.weights`), for real presets the paths below. ``weights='random'`` builds every
+    model from its preset's config with fixed random weights (weights_seed: tests, and benchmarks,
+    where compute does not depend on weight values). None is the preset's default: trained, but
+    random for 'tiny' until its toy-world weights are shipped. Any of the paths overrides one model. The 'modelscope'
     preset needs its models on disk or in the local hub cache: base_model (diffusers Video-LDM), streaming_model (our StreamingT2V
     directory, e.g. from ``streamingt2v convert-official``) and refiner (a diffusers UNet3D
     video model used for SDEdit)."""
@@ -35,11 +39,13 @@ class ModelSources:
     refiner: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
-    weights: str = "random"  # tiny only: 'trained' (toy-world model in toyworld/weights) | 'random'
+    weights: str | None = None  # 'trained' | 'random' | None (the preset's default)
     weights_seed: int = 0
 
     def __post_init__(self) -> None:
         get_preset(self.preset)
+        if self.weights is None:
+            object.__setattr__(self, "weights", DEFAULT_WEIGHTS.get(self.preset, "trained"))
         if self.weights not in WEIGHTS:
             raise ConfigError("weights", self.weights, f"one of {WEIGHTS}")
         if self.dtype not in DTYPES:

@@ -40,6 +40,15 @@ def test_random_weights_are_built_from_the_preset():
     assert not torch.equal(a.unet.conv_in.weight, b.unet.conv_in.weight)
 
 
+def test_real_presets_need_their_models_unless_random_is_asked_for():
+    with pytest.raises(ConfigError) as err:
+        ModelSources(preset="modelscope")
+    assert err.value.field == "base_model"
+    random = ModelSources(preset="modelscope", weights="random")
+    assert random.location("base_model") is None and random.location("refiner") is None
+    assert ModelSources().weights == "random"  # tiny, until the toy-world weights are shipped
+
+
 def test_bad_weights_and_missing_weights_name_the_field(monkeypatch, tmp_path):
     with pytest.raises(ConfigError) as err:
         ModelSources(weights="pretrained")
