@@ -15,14 +15,17 @@ FAST = dict(num_inference_steps=2, refine_steps=5)
 
 
 def _artifacts(key):
+    """Artifacts of ``key``, newest first (other flow tests of the session publish them too)."""
     import asyncio
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     async def read():
         async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                               sort=ArtifactSort.CREATED_DESC)
 
     return asyncio.run(read())
 
