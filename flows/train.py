@@ -6,8 +6,11 @@
 Stages run in the given order (e.g. ``["cam", "cam_apm"]``, the paper's two stages); each one
 starts from the previous one's exported model. A stage's checkpoints live under
 ``run_uri/<stage>`` and its model under ``run_uri/<stage>/model``; re-running the flow resumes
-every stage from its newest checkpoint (a finished stage is only re-exported). The loss curve
-of each stage becomes a Prefect table artifact.
+every stage from its newest checkpoint (a finished stage is only re-exported). Checkpoints record
+a fingerprint of the model their stage started from: if an earlier stage was trained further
+since, the later stage's checkpoints are refused (ConfigError naming ``init``) rather than
+continued from weights trained on the old model. The loss curve of each stage becomes a Prefect
+table artifact.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ optimiser state, the step and the generator state, so a resumed run continues bi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tempfile
@@ -84,18 +85,27 @@ class TrainConfig:
         return cls(**{**values, "dropout": Dropout(**values.get("dropout", {}))})
 
 
-def build_model(config: TrainConfig, device: str = "cpu") -> VideoLDM | StreamingT2V:
-    """The model a stage starts from."""
+def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None = None) -> VideoLDM | StreamingT2V:
+    """The model a stage starts from; ``init_dir`` is the local copy of ``config.init`` (default:
+    :func:`local_init` of it)."""
     preset = get_preset(config.preset)
     if config.stage == "vae" or (config.stage == "base" and config.init is None):
         return VideoLDM.from_preset(preset, seed=config.seed, device=device)
+    init_dir = init_dir or local_init(config.init)
+
+    def load(loader):
+        try:
+            return loader(init_dir)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("init", config.init, f"a loadable model directory ({type(exc).__name__})") from exc
+
     if config.stage in ("base", "refiner"):
-        return _load(config.init, lambda p: VideoLDM.from_pretrained(p, device=device))
+        return load(lambda p: VideoLDM.from_pretrained(p, device=device))
     if config.stage == "cam_apm":
-        model = _load(config.init, lambda p: StreamingT2V.from_pretrained(p, device=device))
+        model = load(lambda p: StreamingT2V.from_pretrained(p, device=device))
         require(model.has_apm, "init", config.init, "a CAM model (stage cam's output), not Conc-Cond")
         return model
-    base = _load(config.init, lambda p: VideoLDM.from_pretrained(p, device=device))
+    base = load(lambda p: VideoLDM.from_pretrained(p, device=device))
     torch.manual_seed(config.seed)
     with torch.device(device):
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**preset.image_encoder)).eval()
@@ -105,13 +115,29 @@ def build_model(config: TrainConfig, device: str = "cpu") -> VideoLDM | Streamin
     return StreamingT2V(unet, base.vae, base.text_encoder, base.tokenizer, image_encoder, base.video, base.schedule)
 
 
-def _load(path: str, loader):
-    try:
-        if "://" in path and not path.startswith("file://"):
-            return loader(fetch_model_dir(path))
-        return loader(path.removeprefix("file://"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError("init", path, f"a loadable model directory ({type(exc).__name__})") from exc
+def local_init(path: str | None) -> str | None:
+    """A local directory holding the init model (fetched once if it is on an object store)."""
+    if path is None:
+        return None
+    if "://" in path and not path.startswith("file://"):
+        return fetch_model_dir(path)
+    return path.removeprefix("file://")
+
+
+def init_fingerprint(init_dir: str | None) -> str | None:
+    """SHA-256 over the init model's files (names and contents). A checkpoint records it, so that
+    a run resumed after its init was retrained (e.g. an earlier stage of the flow) is refused
+    instead of silently continuing from weights trained on the old init."""
+    if init_dir is None:
+        return None
+    digest = hashlib.sha256()
+    root = Path(init_dir)
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "training.json"):
+        digest.update(str(file.relative_to(root)).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def fetch_model_dir(uri: str) -> str:
@@ -130,7 +156,9 @@ class TrainingRun:
     def __init__(self, config: TrainConfig, device: str = "cpu") -> None:
         self.config = config
         self.device = torch.device(device)
-        self.model = build_model(config, device)
+        init_dir = local_init(config.init)
+        self.init_fingerprint = init_fingerprint(init_dir)
+        self.model = build_model(config, device, init_dir)
         self.objective: Objective = make_objective(config.stage, self.model, config.train_text_encoder,
                                                    config.dropout)
         self.objective.freeze_all_but_trainable()
@@ -210,12 +238,18 @@ class TrainingRun:
             extra["scaling_factor"] = self.model.vae.config.scaling_factor
         # Written last: a checkpoint directory with this file is complete.
         (directory / STATE_FILE).write_text(json.dumps({"step": self.step, "config": self.config.to_dict(),
+                                                        "init_fingerprint": self.init_fingerprint,
                                                         "history": self.history, **extra}))
 
     def load_checkpoint(self, directory: str | Path) -> None:
         from safetensors.torch import load_file
 
         directory = Path(directory)
+        state = json.loads((directory / STATE_FILE).read_text())
+        recorded = state.get("init_fingerprint")
+        require(recorded in (None, self.init_fingerprint), "init", self.config.init,
+                f"the model the checkpoint {directory} was trained from; it has changed since (retrained?). "
+                "Resume with the same init, or start a new run directory")
         saved = load_file(directory / "trainable.safetensors")
         own = self.trainable_state()
         require(set(saved) == set(own), "checkpoint", str(directory), f"a checkpoint of stage {self.config.stage}")
@@ -226,7 +260,6 @@ class TrainingRun:
         self.optimizer.load_state_dict(extra["optimizer"])
         self.scaler.load_state_dict(extra["scaler"])
         self.generator.set_state(extra["generator"])
-        state = json.loads((directory / STATE_FILE).read_text())
         self.step = state["step"]
         self.history = [tuple(h) for h in state.get("history", [])]
         if "scaling_factor" in state:
