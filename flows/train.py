@@ -6,15 +6,17 @@
 Stages run in the given order (e.g. ``["cam", "cam_apm"]``, the paper's two stages); each one
 starts from the previous one's exported model. A stage's checkpoints live under
 ``run_uri/<stage>`` and its model under ``run_uri/<stage>/model``; re-running the flow resumes
-every stage from its newest checkpoint (a finished stage is only re-exported). Checkpoints record
-a fingerprint of the model their stage started from: if an earlier stage was trained further
-since, the later stage's checkpoints are refused (ConfigError naming ``init``) rather than
-continued from weights trained on the old model. The loss curve of each stage becomes a Prefect
+every stage from its newest checkpoint (a finished stage is only re-exported). A later stage's
+checkpoints live under ``run_uri/<stage>/from/<version of the earlier stage's model>``: when an
+earlier stage was trained further (more ``steps``), the later stages start afresh from its new
+model instead of continuing weights trained on the old one. (Checkpoints also record a
+fingerprint of their init model; ``streamingt2v train`` refuses to resume after it changed.) The loss curve of each stage becomes a Prefect
 table artifact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Annotated, Literal
 
@@ -93,11 +95,16 @@ def train_streamingt2v(
                                    mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
                                    train_text_encoder=train_text_encoder and stage == "base", dropout=dropout))
         previous = storage.join(run_uri, stage, "model")
-    results = {}
+    results, lineage = {}, None
     for config in configs:
         stage_uri = storage.join(run_uri, config.stage)
         out = storage.join(stage_uri, "model")
-        metrics = train_stage(config, stage_uri, out, settings)
+        # A stage trained on an earlier stage's result keeps its checkpoints per version of that
+        # result: resumed while it is unchanged, started afresh (old checkpoints kept) once the
+        # earlier stage has trained further.
+        run_dir = stage_uri if lineage is None else storage.join(stage_uri, "from", lineage)
+        metrics = train_stage(config, run_dir, out, settings)
+        lineage = hashlib.sha256(storage.read_bytes(storage.join(out, "training.json"))).hexdigest()[:16]
         results[config.stage] = {**metrics, "model": out}
         create_table_artifact(key=f"train-{config.stage.replace('_', '-')}", table=loss_curve(out),
                               description=f"training stage {config.stage}: loss curve, model at {out}")

@@ -18,6 +18,9 @@ class ConfigError(ValueError):
         self.allowed = allowed
         super().__init__(f"{field}={value!r}: must be {allowed}")
 
+    def __reduce__(self):  # picklable across processes (Ray workers, Prefect tasks)
+        return type(self), (self.field, self.value, self.allowed)
+
 
 def require(condition: bool, field: str, value: Any, allowed: str) -> None:
     """Raise :class:`ConfigError` unless ``condition`` holds."""

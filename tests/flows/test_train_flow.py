@@ -26,6 +26,10 @@ def test_two_stages_chain_and_a_rerun_resumes(prefect_harness, ray_local, tmp_pa
     again = train_streamingt2v(**{**params, "steps": [3, 1]})  # cam continues from step 2
     history = json.loads(storage.read_bytes(storage.join(again["cam"]["model"], "training.json")))["history"]
     assert [h[0] for h in history] == [1, 2, 3]
+    # cam_apm was trained on the 2-step cam: it starts afresh from the 3-step one, the old
+    # checkpoints stay where they were.
+    versions = sorted(p.name for p in (tmp_path / "run" / "cam_apm" / "from").iterdir())
+    assert len(versions) == 2 and again["cam_apm"]["step"] == 1
 
 
 @pytest.mark.parametrize("params,field", [

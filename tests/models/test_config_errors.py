@@ -54,3 +54,12 @@ def test_video_config_ranges(kwargs, match):
 def test_schedule_ranges(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         NoiseSchedule(**kwargs)
+
+
+def test_config_errors_survive_pickling_across_processes():
+    import pickle
+
+    from models.errors import ConfigError
+
+    err = pickle.loads(pickle.dumps(ConfigError("init", "/models/x", "an existing model directory")))
+    assert (err.field, err.value, str(err)) == ("init", "/models/x", "init='/models/x': must be an existing model directory")
