@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from benchmarks import hardware
@@ -113,14 +112,12 @@ class Harness:
         self.device = torch.device(config.device)
         sources = config.sources()
         self.sources = sources
-        self.models = {}
-        if "init" in config.stages:
-            self.models["init"] = sources.load_video_ldm()
-        if "extend" in config.stages:
-            self.models["extend"] = sources.load_streaming()
-        if "refine" in config.stages:
-            self.models["refine"] = sources.load_refiner()
+        self.models = {stage: self._load(stage) for stage in config.stages}
         self._flops: dict[tuple[str, int], float] = {}
+
+    def _load(self, stage: str):
+        return {"init": self.sources.load_video_ldm, "extend": self.sources.load_streaming,
+                "refine": self.sources.load_refiner}[stage]()
 
     def step(self, stage: str, switches: Switches) -> StepFigures:
         model = self.models[stage]
@@ -174,9 +171,7 @@ class Harness:
     def _fresh_step(self, stage: str, switches: Switches) -> StepFigures:
         """A step on a freshly loaded model (memory format and compilation change the model)."""
         kept = self.models[stage]
-        loader = {"init": self.sources.load_video_ldm, "extend": self.sources.load_streaming,
-                  "refine": self.sources.load_refiner}[stage]
-        self.models[stage] = loader()
+        self.models[stage] = self._load(stage)
         try:
             return self.step(stage, switches)
         finally:
@@ -294,11 +289,8 @@ def append_history(uri: str, row: dict[str, Any]) -> pa.Table:
     commit it atomically."""
     new = pa.Table.from_pylist([row])
     if storage.exists(uri):
-        old = pq.read_table(pa.BufferReader(storage.read_bytes(uri)))
-        new = pa.concat_tables([old, new], promote_options="permissive")
-    sink = pa.BufferOutputStream()
-    pq.write_table(new, sink)
-    storage.write_bytes(uri, sink.getvalue().to_pybytes())
+        new = pa.concat_tables([storage.read_table(uri), new], promote_options="permissive")
+    storage.write_table(uri, new)
     return new
 
 

@@ -102,6 +102,8 @@ def extend_step(model: StreamingT2V, switches: Switches, weights: GuidanceWeight
                 ) -> tuple[Callable[[], torch.Tensor], tuple[int, ...], int]:
     """Autoregressive-extend: Eq. 13 over (tau_null, a_null), (tau, a_null), (tau, a); two
     branches when omega_text == omega_anchor (the middle one cancels)."""
+    if not switches.reuse_econd and not model.has_apm:  # Conc-Cond reads latents; nothing to reuse
+        raise ValueError("reuse_econd=False applies to CAM models only")
     v = model.video
     x = _latent(model, v.frames_per_chunk, v.height, v.width)
     text_null, text = _text(model), _text(model)
@@ -122,8 +124,6 @@ def extend_step(model: StreamingT2V, switches: Switches, weights: GuidanceWeight
             return eps_null + weights.text * (eps_full - eps_null)
         return multi_conditioned_cfg(eps_null, model.unet(x, t, text, anchor_null, cond), eps_full, weights)
 
-    if not switches.reuse_econd and not model.has_apm:  # Conc-Cond reads latents; nothing to reuse
-        raise ValueError("reuse_econd=False applies to CAM models only")
     return step, tuple(x.shape), branches
 
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from evaluation.metrics import METRIC_NAMES
 from infra import storage
@@ -92,7 +91,7 @@ def read_history(uri: str) -> pa.Table:
     """The whole history in the current schema; an empty table when ``uri`` does not exist yet."""
     if not storage.exists(uri):
         return SCHEMA.empty_table()
-    return conform(pq.read_table(pa.BufferReader(storage.read_bytes(uri))))
+    return conform(storage.read_table(uri))
 
 
 def _check_row(index: int, row: Mapping[str, Any]) -> None:
@@ -124,9 +123,7 @@ def append_run(uri: str, video_rows: Sequence[Mapping[str, Any]], summary_row: M
     old = read_history(uri)
     kept = old.filter(pc.not_equal(old.column("run_id"), run_id))
     table = pa.concat_tables([kept, new])
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    storage.write_bytes(uri, sink.getvalue().to_pybytes())
+    storage.write_table(uri, table)
     return table
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import pyarrow.parquet as pq
-import pyarrow as pa
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
@@ -29,7 +27,7 @@ def previous_row(uri: str, row: dict[str, Any]) -> dict[str, Any] | None:
     """The newest earlier row of the same configuration in the history (None if there is none)."""
     if not storage.exists(uri):
         return None
-    rows = pq.read_table(pa.BufferReader(storage.read_bytes(uri))).to_pylist()
+    rows = storage.read_table(uri).to_pylist()
     same = [r for r in rows if r.get("run_id") != row["run_id"] and all(r.get(k) == row.get(k)
                                                                         for k in SAME_CONFIGURATION)]
     return same[-1] if same else None

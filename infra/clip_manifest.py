@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from infra import storage
 from models.errors import ConfigError
@@ -27,10 +26,7 @@ CLIP_SCHEMA = pa.schema([
 
 
 def write_clip_manifest(uri: str, rows: Iterable[dict[str, Any]]) -> None:
-    table = pa.Table.from_pylist(list(rows), schema=CLIP_SCHEMA)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    storage.write_bytes(uri, sink.getvalue().to_pybytes())
+    storage.write_table(uri, pa.Table.from_pylist(list(rows), schema=CLIP_SCHEMA))
 
 
 def resolve_video_uri(manifest_uri: str, video_uri: str) -> str:
@@ -43,7 +39,7 @@ def resolve_video_uri(manifest_uri: str, video_uri: str) -> str:
 def read_clip_manifest(uri: str) -> pa.Table:
     """The manifest with ``video_uri`` resolved; a missing column is named in the error."""
     try:
-        table = pq.read_table(pa.BufferReader(storage.read_bytes(uri)))
+        table = storage.read_table(uri)
     except FileNotFoundError as exc:
         raise ConfigError("data", uri, "an existing clip manifest (Parquet)") from exc
     missing = [f.name for f in CLIP_SCHEMA if f.name not in table.column_names]

@@ -23,7 +23,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from infra import storage
 from models.errors import ConfigError, require
@@ -232,7 +231,7 @@ class BatchManifest:
     @classmethod
     def read(cls, uri: str) -> BatchManifest:
         """Read a manifest (local path or s3://), upgrading an older version."""
-        return cls.from_table(pq.read_table(pa.BufferReader(storage.read_bytes(uri))))
+        return cls.from_table(storage.read_table(uri))
 
     def to_table(self) -> pa.Table:
         schema = SCHEMA.with_metadata({**SCHEMA.metadata, BATCH_KEY: self.batch_id.encode()})
@@ -240,9 +239,7 @@ class BatchManifest:
 
     def write(self, uri: str) -> None:
         """Commit the whole manifest atomically: readers see the old file or the new one."""
-        sink = pa.BufferOutputStream()
-        pq.write_table(self.to_table(), sink)
-        storage.write_bytes(uri, sink.getvalue().to_pybytes())
+        storage.write_table(uri, self.to_table())
 
     def __len__(self) -> int:
         return len(self.rows)

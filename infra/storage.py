@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from safetensors.torch import load as load_safetensors
@@ -82,6 +84,17 @@ def save_tensors(uri: str, tensors: dict[str, torch.Tensor]) -> None:
 
 def load_tensors(uri: str) -> dict[str, torch.Tensor]:
     return load_safetensors(read_bytes(uri))
+
+
+def write_table(uri: str, table: pa.Table) -> None:
+    """Write ``table`` as one Parquet object, atomically (see the module docstring)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_bytes(uri, sink.getvalue().to_pybytes())
+
+
+def read_table(uri: str) -> pa.Table:
+    return pq.read_table(pa.BufferReader(read_bytes(uri)))
 
 
 def temp_name(suffix: str = "") -> str:

@@ -157,6 +157,11 @@ class EncodedFrames:
         return EncodedFrames(torch.cat([self.features] * n), self.batch * n, self.frames)
 
 
+def cond_frame_count(cond_frames: torch.Tensor | EncodedFrames) -> int:
+    """F_cond of conditioning frames (b, 3, F_cond, H, W) or of their encoding."""
+    return cond_frames.frames if isinstance(cond_frames, EncodedFrames) else cond_frames.shape[2]
+
+
 class ControlBranch(nn.Module):
     """ControlNet-like trainable copy of the UNet encoder, run on the ``F_cond`` frames."""
 
@@ -238,7 +243,7 @@ class ConditionalAttentionModule(nn.Module):
                  cond_frames: torch.Tensor | EncodedFrames) -> tuple[torch.Tensor, ...]:
         """CAM features x_CAM for every injection point. The control branch sees the first
         ``F_cond`` frames of the noisy chunk latent, as in the reference implementation."""
-        k = cond_frames.frames if isinstance(cond_frames, EncodedFrames) else cond_frames.shape[2]
+        k = cond_frame_count(cond_frames)
         require(k <= sample.shape[2], "cond_frames", k, f"<= the chunk's frame count {sample.shape[2]}")
         return self.control(sample[:, :, :k], timesteps, text, cond_frames)
 

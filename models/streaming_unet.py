@@ -19,7 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 
 from models.apm import AppearancePreservationModule, APMConfig
-from models.cam import CAMConfig, ConditionalAttentionModule, EncodedFrames
+from models.cam import CAMConfig, ConditionalAttentionModule, EncodedFrames, cond_frame_count
 from models.errors import require
 
 
@@ -104,7 +104,7 @@ class StreamingT2VUNet(ModelMixin, ConfigMixin):
         x = unet.mid_block(x, emb, encoder_hidden_states=context, num_frames=f)
 
         if cond_frames is not None:
-            k = cond_frames.frames if isinstance(cond_frames, EncodedFrames) else cond_frames.shape[2]
+            k = cond_frame_count(cond_frames)
             features = self.cam.features(sample, timesteps, text_embeds, cond_frames)
             skips, x = self.cam.inject(skips, x, features, f, k)
 

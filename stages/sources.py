@@ -28,9 +28,9 @@ class ModelSources:
     (:mod:`toyworld.weights`), for real presets the paths below. ``weights='random'`` builds every
     model from its preset's config with fixed random weights (weights_seed: tests, and benchmarks,
     where compute does not depend on weight values). None is the preset's default: trained, but
-    random for 'tiny' until its toy-world weights are shipped. Any of the paths overrides one model. The 'modelscope'
-    preset needs its models on disk or in the local hub cache: base_model (diffusers Video-LDM), streaming_model (our StreamingT2V
-    directory, e.g. from ``streamingt2v convert-official``) and refiner (a diffusers UNet3D
+    random for 'tiny' until its toy-world weights are shipped. Any of the paths overrides one
+    model. The 'modelscope' preset needs its models on disk or in the local hub cache: base_model
+    (diffusers Video-LDM), streaming_model (our StreamingT2V directory, e.g. from ``streamingt2v convert-official``) and refiner (a diffusers UNet3D
     video model used for SDEdit)."""
 
     preset: str = "tiny"

@@ -89,7 +89,6 @@ class ClipSource:
         frames = video[source_frame_indices(start, self.spec, clip["fps"], len(video))]
         return resize_crop(frames, self.spec.height, self.spec.width), clip["caption"]
 
-
     def _toy_clip(self, row: int) -> tuple[np.ndarray, str]:
         """The toy world is square; a wider or taller clip (the refiner's canvas) gets the square
         centred on black, exactly as the refinement stage places a video on its canvas."""
