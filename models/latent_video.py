@@ -81,6 +81,19 @@ class LatentVideoModel:
     def dtype(self) -> torch.dtype:
         return self.vae.dtype
 
+    def parts(self) -> tuple[torch.nn.Module, ...]:
+        """The networks (subclasses add theirs), for moving and casting them together."""
+        return (self.vae, self.text_encoder)
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None):
+        """Move every network to ``device`` and, if given, cast it to ``dtype``. A network that
+        already has that dtype is not cast (diffusers warns on every cast)."""
+        for module in self.parts():
+            module.to(device)
+            if dtype is not None and module.dtype != dtype:
+                module.to(dtype=dtype)
+        return self
+
     def latent_shape(self, batch: int, frames: int) -> tuple[int, ...]:
         return (batch, self.vae.config.latent_channels, frames,
                 self.video.height // self.vae_scale, self.video.width // self.vae_scale)

@@ -169,10 +169,8 @@ class StreamingT2V(LatentVideoModel):
         model = cls(unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, image_encoder.eval(), video, schedule)
         return model.to(device)
 
-    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "StreamingT2V":
-        for module in (self.unet, self.vae, self.text_encoder, self.image_encoder):
-            module.to(device, dtype)
-        return self
+    def parts(self) -> tuple[torch.nn.Module, ...]:
+        return (*super().parts(), self.unet, self.image_encoder)
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)

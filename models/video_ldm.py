@@ -80,10 +80,8 @@ class VideoLDM(LatentVideoModel):
         model = cls(unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, video, schedule)
         return model.to(device)
 
-    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "VideoLDM":
-        for module in (self.unet, self.vae, self.text_encoder):
-            module.to(device, dtype)
-        return self
+    def parts(self) -> tuple[torch.nn.Module, ...]:
+        return (*super().parts(), self.unet)
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
