@@ -96,6 +96,16 @@ def storage_root(request, tmp_path):
 
 
 @pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test harness (a real local Prefect API) for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def ray_local(s3_server):
     """A real local Ray cluster, once per test session. It starts after the S3 server so that
     its workers inherit the endpoint and credentials."""
@@ -122,4 +132,18 @@ def tiny_cam_dir(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("cam")
     StreamingT2V.from_preset("tiny", seed=0).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_conc_cond_dir(tmp_path_factory):
+    """A random Conc-Cond baseline (App. D.1) built on the tiny base model."""
+    from models.conc_cond import ConcCondUNet
+    from models.streaming_t2v import StreamingT2V
+    from models.video_ldm import VideoLDM
+
+    cam, base = StreamingT2V.from_preset("tiny", seed=0), VideoLDM.from_preset("tiny", seed=0)
+    path = tmp_path_factory.mktemp("conc_cond")
+    StreamingT2V(ConcCondUNet.from_base(base.unet, cam.cond_frames), base.vae, base.text_encoder, base.tokenizer,
+                 cam.image_encoder, base.video, base.schedule).save_pretrained(path)
     return str(path)

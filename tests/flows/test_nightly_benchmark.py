@@ -90,25 +90,19 @@ def test_invalid_parameters_are_rejected_before_any_work(prefect_harness, tmp_pa
 
 
 
-def test_cam_variant_must_match_the_streaming_model(tmp_path):
+def test_cam_variant_must_match_the_streaming_model(tiny_cam_dir, tiny_conc_cond_dir):
     from flows.nightly_benchmark import check_cam_variant
-    from models.conc_cond import ConcCondUNet
     from models.errors import ConfigError
-    from models.streaming_t2v import StreamingT2V, conditioning_of
-    from models.video_ldm import VideoLDM
+    from models.streaming_t2v import conditioning_of
 
-    cam, base = StreamingT2V.from_preset("tiny"), VideoLDM.from_preset("tiny")
-    conc = StreamingT2V(ConcCondUNet.from_base(base.unet, 8), base.vae, base.text_encoder, base.tokenizer,
-                        cam.image_encoder, base.video, base.schedule)
-    cam.save_pretrained(tmp_path / "cam")
-    conc.save_pretrained(tmp_path / "conc")
-    assert (conditioning_of(tmp_path / "cam"), conditioning_of(tmp_path / "conc")) == ("cam", "conc-cond")
-    check_cam_variant("conc-cond", str(tmp_path / "conc"), apm=False)
-    check_cam_variant("cam", str(tmp_path / "cam"), apm=True)
+    dirs = {"cam": tiny_cam_dir, "conc": tiny_conc_cond_dir}
+    assert (conditioning_of(dirs["cam"]), conditioning_of(dirs["conc"])) == ("cam", "conc-cond")
+    check_cam_variant("conc-cond", dirs["conc"], apm=False)
+    check_cam_variant("cam", dirs["cam"], apm=True)
     for variant, path, apm, field in [("conc-cond", "conc", True, "apm"), ("cam", "conc", False, "streaming_model"),
                                       ("conc-cond", "cam", False, "streaming_model")]:
         with pytest.raises(ConfigError) as err:
-            check_cam_variant(variant, str(tmp_path / path), apm)
+            check_cam_variant(variant, dirs[path], apm)
         assert err.value.field == field
 
 

@@ -1,0 +1,134 @@
+"""The toy-world ablation table of the README: CAM vs the Conc-Cond baseline (paper Sec. 5.3,
+App. D.1; the bar: CAM has fewer SCuts) and randomized blending vs independent chunks in the
+refiner (Sec. 4.3, Fig. 6; the bar: randomized blending has a lower std of the flow magnitude).
+
+Each row is one run of the nightly-benchmark flow (the generate-batch path plus the evaluation
+metrics) on the held-out toy prompts, so every figure is from a real run and lands in the same
+versioned history as the nightly runs::
+
+    python -m benchmarks.toyworld_ablations --cam-model .toyruns/cam-model \\
+        --conc-cond-model .toyruns/conc_cond-model --num-frames 240 --steps 50
+
+CAM and Conc-Cond are compared without APM (Conc-Cond has none; CAM stage 1 is the model trained
+with the same budget) and without refinement (the conditioning is what differs); the blending
+rows use the default toy-world models with refinement on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+from models.errors import ConfigError, require
+from toyworld.dataset import HELD_OUT_PROMPTS
+
+METRICS = ("scuts", "flow_magnitude_std", "mawe", "ofs")
+"""Columns of the table (the nightly flow's metric means)."""
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One row: a label, the nightly-benchmark parameters that make it, and what the paper says."""
+
+    label: str
+    params: dict
+    expectation: str
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    cam_model: str
+    conc_cond_model: str
+    num_prompts: int = len(HELD_OUT_PROMPTS)
+    num_frames: int = 240
+    steps: int = 50
+    refine_steps: int = 50
+    flow_size: int = 64
+    seed: int = 0
+    output_uri: str = "outputs/toyworld-ablations"
+    sources: dict = field(default_factory=dict)  # base_model / streaming_model / refiner overrides
+
+    def __post_init__(self) -> None:
+        require(1 <= self.num_prompts <= len(HELD_OUT_PROMPTS), "num_prompts", self.num_prompts,
+                f"1..{len(HELD_OUT_PROMPTS)} (the held-out toy prompts)")
+
+    def ablations(self) -> list[Ablation]:
+        low_res = {"apm": False, "refine": False}
+        refined = {**self.sources, "refine": True}
+        return [
+            Ablation("CAM (stage 1, no APM)", {**low_res, "streaming_model": self.cam_model},
+                     "fewer SCuts than Conc-Cond"),
+            Ablation("Conc-Cond", {**low_res, "streaming_model": self.conc_cond_model, "cam_variant": "conc-cond"},
+                     "more SCuts than CAM"),
+            Ablation("randomized blending", {**refined, "blend": "randomized"},
+                     "lower flow-magnitude std than independent chunks"),
+            Ablation("independent chunks", {**refined, "blend": "independent"},
+                     "higher flow-magnitude std than randomized blending"),
+        ]
+
+    def common(self) -> dict:
+        return {"prompt_set": list(HELD_OUT_PROMPTS[:self.num_prompts]), "num_frames": self.num_frames,
+                "num_inference_steps": self.steps, "refine_steps": self.refine_steps, "seed": self.seed,
+                "flow_size": self.flow_size, "preset": "tiny",
+                "history_uri": f"{self.output_uri}/history.parquet"}
+
+
+def run(config: AblationConfig) -> list[dict]:
+    """Run every ablation through the nightly-benchmark flow; one result row each."""
+    from flows.nightly_benchmark import nightly_benchmark
+
+    rows = []
+    for i, ablation in enumerate(config.ablations()):
+        result = nightly_benchmark(**config.common(), **ablation.params, output_uri=f"{config.output_uri}/{i}")
+        rows.append({"label": ablation.label, "expectation": ablation.expectation, "run_id": result["run_id"],
+                     "videos": result["videos"], "failed": result["failed"],
+                     **{m: result["means"].get(m) for m in METRICS}})
+    return rows
+
+
+def markdown(rows: list[dict], config: AblationConfig) -> str:
+    """The README table, with the settings that produced it."""
+    head = ("| variant | SCuts | flow-magnitude std | MAWE | OFS | videos | paper's direction |\n"
+            "|---|---|---|---|---|---|---|\n")
+    body = "".join(
+        f"| {r['label']} | " + " | ".join("n/a" if r[m] is None else f"{r[m]:.4g}" for m in METRICS)
+        + f" | {r['videos']} | {r['expectation']} |\n" for r in rows)
+    settings = (f"\n{config.num_prompts} held-out toy prompts, {config.num_frames} frames, seed {config.seed}, "
+                f"{config.steps} DDIM steps (refine {config.refine_steps}), flow at {config.flow_size}x"
+                f"{config.flow_size}.\n")
+    return head + body + settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.toyworld_ablations", description=__doc__.split("\n\n")[0])
+    p.add_argument("--cam-model", required=True, help="CAM stage-1 model (train --stage cam)")
+    p.add_argument("--conc-cond-model", required=True, help="Conc-Cond model (train --stage conc_cond)")
+    p.add_argument("--num-prompts", type=int, default=len(HELD_OUT_PROMPTS))
+    p.add_argument("--num-frames", type=int, default=240)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--refine-steps", type=int, default=50)
+    p.add_argument("--flow-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="outputs/toyworld-ablations")
+    for name in ("base-model", "streaming-model", "refiner"):
+        p.add_argument(f"--{name}", default=None, help="override the default toy-world model for the blending rows")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sources = {k: v for k, v in (("base_model", args.base_model), ("streaming_model", args.streaming_model),
+                                 ("refiner", args.refiner)) if v is not None}
+    try:
+        config = AblationConfig(args.cam_model, args.conc_cond_model, args.num_prompts, args.num_frames, args.steps,
+                                args.refine_steps, args.flow_size, args.seed, args.out, sources)
+    except ConfigError as exc:
+        print(f"toyworld_ablations: error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(run(config), config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
