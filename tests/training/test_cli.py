@@ -1,10 +1,12 @@
-"""``streamingt2v train``: in-process training resumes from its run directory; bad input exits 2."""
+"""``streamingt2v train``: in-process training resumes from its run directory and its export's
+training curve is drawn; bad input exits 2."""
 
 from __future__ import annotations
 
 import json
 
 from flows.cli import main
+from training.curve import main as curve_main
 
 
 def test_local_training_exports_and_resumes(tmp_path, tiny_base_dir, capsys):
@@ -16,6 +18,13 @@ def test_local_training_exports_and_resumes(tmp_path, tiny_base_dir, capsys):
     assert main([*args[:-4], "--steps", "2", "--run-dir", str(run_dir), "--out", str(out)]) == 0
     assert "resumed from" in capsys.readouterr().out
     assert [h[0] for h in json.loads((out / "training.json").read_text())["history"]] == [1, 2]
+
+    # The training curve of the export (python -m training.curve).
+    png = tmp_path / "curve.png"
+    assert curve_main([str(tmp_path), "--out", str(png)]) == 0  # a folder of exports
+    assert curve_main([str(out), "--out", str(png)]) == 0  # one export
+    assert png.read_bytes().startswith(b"\x89PNG") and "model (cam): 2 steps" in capsys.readouterr().out
+    assert curve_main([str(run_dir / "nothing"), "--out", str(png)]) == 2
 
 
 def test_bad_input_exits_2_naming_the_field(tmp_path, capsys):
