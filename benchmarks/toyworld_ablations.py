@@ -26,6 +26,9 @@ from toyworld.dataset import HELD_OUT_PROMPTS
 METRICS = ("scuts", "flow_magnitude_std", "mawe", "ofs")
 """Columns of the table (the nightly flow's metric means)."""
 
+SOURCE_OPTIONS = ("base_model", "streaming_model", "refiner")
+"""Model overrides of the blending rows (nightly-benchmark parameters)."""
+
 
 @dataclass(frozen=True)
 class Ablation:
@@ -47,7 +50,7 @@ class AblationConfig:
     flow_size: int = 64
     seed: int = 0
     output_uri: str = "outputs/toyworld-ablations"
-    sources: dict = field(default_factory=dict)  # base_model / streaming_model / refiner overrides
+    sources: dict = field(default_factory=dict)  # SOURCE_OPTIONS overrides
 
     def __post_init__(self) -> None:
         require(1 <= self.num_prompts <= len(HELD_OUT_PROMPTS), "num_prompts", self.num_prompts,
@@ -111,15 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/toyworld-ablations")
-    for name in ("base-model", "streaming-model", "refiner"):
-        p.add_argument(f"--{name}", default=None, help="override the default toy-world model for the blending rows")
+    for name in SOURCE_OPTIONS:
+        p.add_argument(f"--{name.replace('_', '-')}", default=None,
+                       help="override the default toy-world model for the blending rows")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    sources = {k: v for k, v in (("base_model", args.base_model), ("streaming_model", args.streaming_model),
-                                 ("refiner", args.refiner)) if v is not None}
+    sources = {name: getattr(args, name) for name in SOURCE_OPTIONS if getattr(args, name) is not None}
     try:
         config = AblationConfig(args.cam_model, args.conc_cond_model, args.num_prompts, args.num_frames, args.steps,
                                 args.refine_steps, args.flow_size, args.seed, args.out, sources)

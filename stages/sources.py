@@ -30,8 +30,8 @@ class ModelSources:
     where compute does not depend on weight values). None is the preset's default: trained, but
     random for 'tiny' until its toy-world weights are shipped. Any of the paths overrides one
     model. The 'modelscope' preset needs its models on disk or in the local hub cache: base_model
-    (diffusers Video-LDM), streaming_model (our StreamingT2V directory, e.g. from ``streamingt2v convert-official``) and refiner (a diffusers UNet3D
-    video model used for SDEdit)."""
+    (diffusers Video-LDM), streaming_model (our StreamingT2V directory, e.g. from ``streamingt2v
+    convert-official``) and refiner (a diffusers UNet3D video model used for SDEdit)."""
 
     preset: str = "tiny"
     base_model: str | None = None

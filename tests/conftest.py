@@ -136,14 +136,10 @@ def tiny_cam_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_conc_cond_dir(tmp_path_factory):
-    """A random Conc-Cond baseline (App. D.1) built on the tiny base model."""
-    from models.conc_cond import ConcCondUNet
-    from models.streaming_t2v import StreamingT2V
-    from models.video_ldm import VideoLDM
+def tiny_conc_cond_dir(tmp_path_factory, tiny_base_dir):
+    """The random Conc-Cond baseline (App. D.1) that ``train --stage conc_cond`` starts from."""
+    from training.run import TrainConfig, build_model
 
-    cam, base = StreamingT2V.from_preset("tiny", seed=0), VideoLDM.from_preset("tiny", seed=0)
     path = tmp_path_factory.mktemp("conc_cond")
-    StreamingT2V(ConcCondUNet.from_base(base.unet, cam.cond_frames), base.vae, base.text_encoder, base.tokenizer,
-                 cam.image_encoder, base.video, base.schedule).save_pretrained(path)
+    build_model(TrainConfig(stage="conc_cond", steps=1, init=tiny_base_dir)).save_pretrained(path)
     return str(path)
