@@ -77,6 +77,7 @@ def train_streamingt2v(
     dropout_text: Annotated[float, Field(ge=0, le=1)] = 0.05,
     dropout_anchor: Annotated[float, Field(ge=0, le=1)] = 0.05,
     dropout_both: Annotated[float, Field(ge=0, le=1)] = 0.05,
+    timestep_sampling: Literal["uniform", "cubic"] = "uniform",
     num_workers: Annotated[int, Field(ge=1)] = 1,
     use_gpu: bool = False,
     accelerator_type: str | None = None,
@@ -93,7 +94,8 @@ def train_streamingt2v(
         configs.append(TrainConfig(stage=stage, steps=n, init=previous, preset=preset, data=data, fps=fps,
                                    batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every,
                                    mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
-                                   train_text_encoder=train_text_encoder and stage == "base", dropout=dropout))
+                                   train_text_encoder=train_text_encoder and stage == "base", dropout=dropout,
+                                   timestep_sampling=timestep_sampling))
         previous = storage.join(run_uri, stage, "model")
     results, lineage = {}, None
     for config in configs:

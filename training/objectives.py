@@ -19,6 +19,10 @@ Stages, in the order a model is built:
   i.e. the ``base`` objective on clips at the refinement geometry (the canvas and the 24-frame
   chunk of Sec. 4.3), starting from a trained Video-LDM.
 
+Timesteps are uniform, as in the paper, unless a run asks for ``cubic`` sampling
+(:func:`sample_timesteps`), which spends most steps at high noise, where a condition branch
+such as CAM matters most.
+
 Every objective returns the loss of one batch of frames (b, 3, F, H, W) in [-1, 1] with captions;
 randomness (timesteps, noise, dropout, anchor choice) comes from the generator it is given, so a
 step is a pure function of (weights, batch, generator state).
@@ -72,13 +76,32 @@ def clip_frames(stage: str, frames_per_chunk: int) -> int:
     return 2 * frames_per_chunk if stage == "cam_apm" else frames_per_chunk
 
 
-def noise_and_target(schedule: NoiseSchedule, latents: torch.Tensor,
-                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps with t ~ U{0..T-1} per sample; the
-    epsilon-parametrisation's target is eps (Table 12)."""
+TIMESTEP_SAMPLING: tuple[str, ...] = ("uniform", "cubic")
+
+
+def sample_timesteps(batch: int, num_train_timesteps: int, sampling: str,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Training timesteps, one per sample.
+
+    ``uniform``: t ~ U{0..T-1}, the paper's (and LDM's) choice. ``cubic``: t = floor((1 - u^3) T)
+    with u ~ U(0, 1), the biased sampling T2I-Adapter (Mou et al. 2023, Sec. 3.4) uses to train
+    a condition branch: the early, high-noise steps decide a sample's layout and colours, which
+    is what a condition has to carry; P(t >= T/2) is 7/8 instead of 1/2.
+    """
+    require(sampling in TIMESTEP_SAMPLING, "timestep_sampling", sampling, f"one of {TIMESTEP_SAMPLING}")
+    if sampling == "uniform":
+        return torch.randint(0, num_train_timesteps, (batch,), generator=generator)
+    u = torch.rand(batch, generator=generator, dtype=torch.float64)
+    return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+
+
+def noise_and_target(schedule: NoiseSchedule, latents: torch.Tensor, generator: torch.Generator,
+                     timestep_sampling: str = "uniform") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps with t drawn per sample by
+    :func:`sample_timesteps`; the epsilon-parametrisation's target is eps (Table 12)."""
     scheduler = schedule.make_scheduler()
     b = latents.shape[0]
-    t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=generator)
+    t = sample_timesteps(b, schedule.num_train_timesteps, timestep_sampling, generator)
     eps = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(latents.device, latents.dtype)
     noisy = scheduler.add_noise(latents, eps, t.to(latents.device))
     require(schedule.prediction_type == "epsilon", "prediction_type", schedule.prediction_type, "'epsilon'")
@@ -146,11 +169,12 @@ class BaseObjective(Objective):
     stage, on its larger clips)."""
 
     def __init__(self, model: VideoLDM, train_text_encoder: bool = False, text_dropout: float = 0.1,
-                 stage: str = "base") -> None:
+                 stage: str = "base", timestep_sampling: str = "uniform") -> None:
         self.stage = stage
         self.model = model
         self.train_text_encoder = train_text_encoder
         self.text_dropout = text_dropout
+        self.timestep_sampling = timestep_sampling
 
     def modules(self) -> dict[str, nn.Module]:
         return {"unet": self.model.unet, "text_encoder": self.model.text_encoder, "vae": self.model.vae}
@@ -164,7 +188,7 @@ class BaseObjective(Objective):
         drop = torch.rand(len(captions), generator=generator) < self.text_dropout
         text = _encode_text(m, [("" if d else c) for c, d in zip(captions, drop.tolist())], self.train_text_encoder)
         latents = m.encode(frames.to(m.device))
-        noisy, t, eps = noise_and_target(m.schedule, latents, generator)
+        noisy, t, eps = noise_and_target(m.schedule, latents, generator, self.timestep_sampling)
         return F.mse_loss(m.unet(noisy, t, text).sample.float(), eps.float())
 
 
@@ -190,13 +214,15 @@ def _main_temporal_parameters(model: StreamingT2V) -> set[int]:
 class StreamingObjective(Objective):
     """Stage 1 (``cam``), stage 2 (``cam_apm``) and the Conc-Cond baseline (``conc_cond``)."""
 
-    def __init__(self, model: StreamingT2V, stage: str, dropout: Dropout = Dropout()) -> None:
+    def __init__(self, model: StreamingT2V, stage: str, dropout: Dropout = Dropout(),
+                 timestep_sampling: str = "uniform") -> None:
         require(stage in ("cam", "cam_apm", "conc_cond"), "stage", stage, "one of 'cam', 'cam_apm', 'conc_cond'")
         require((stage == "conc_cond") == isinstance(model.unet, ConcCondUNet), "stage", stage,
                 "'conc_cond' exactly when the model is the Conc-Cond baseline")
         self.model = model
         self.stage = stage
         self.dropout = dropout if stage == "cam_apm" else Dropout(text=dropout.text, anchor=0.0, both=0.0)
+        self.timestep_sampling = timestep_sampling
 
     def modules(self) -> dict[str, nn.Module]:
         m = self.model
@@ -227,16 +253,16 @@ class StreamingObjective(Objective):
             image = m.anchor_embeds(anchor)
             frames = frames[:, :, f:]  # frames F+1..2F are the chunk; F+1..F+F_cond condition it
         latents = m.encode(frames)
-        noisy, t, eps = noise_and_target(m.schedule, latents, generator)
+        noisy, t, eps = noise_and_target(m.schedule, latents, generator, self.timestep_sampling)
         cond = latents[:, :, :k] if self.stage == "conc_cond" else frames[:, :, :k]
         return F.mse_loss(m.unet(noisy, t, text, image, cond).float(), eps.float())
 
 
 def make_objective(stage: str, model: VideoLDM | StreamingT2V, train_text_encoder: bool = False,
-                   dropout: Dropout = Dropout()) -> Objective:
+                   dropout: Dropout = Dropout(), timestep_sampling: str = "uniform") -> Objective:
     require(stage in STAGES, "stage", stage, f"one of {STAGES}")
     if stage == "vae":
         return VAEObjective(model)
     if stage in ("base", "refiner"):
-        return BaseObjective(model, train_text_encoder, stage=stage)
-    return StreamingObjective(model, stage, dropout)
+        return BaseObjective(model, train_text_encoder, stage=stage, timestep_sampling=timestep_sampling)
+    return StreamingObjective(model, stage, dropout, timestep_sampling)

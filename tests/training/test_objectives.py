@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from training.data import local_batches
-from training.objectives import Dropout
+from training.objectives import Dropout, sample_timesteps
 from training.run import TrainConfig, TrainingRun
 
 
@@ -78,6 +78,37 @@ def test_condition_dropout_rates_and_disjointness():
         assert abs(rate - 0.05) < 4 * sigma, (name, rate)
 
 
+def test_uniform_timesteps_cover_the_schedule_evenly():
+    """The paper's t ~ U{0..T-1}, drawn exactly as before the option existed (runs resume)."""
+    t = sample_timesteps(40000, 1000, "uniform", torch.Generator().manual_seed(0))
+    assert torch.equal(t, torch.randint(0, 1000, (40000,), generator=torch.Generator().manual_seed(0)))
+    assert t.min() >= 0 and t.max() <= 999
+    assert abs((t >= 500).float().mean().item() - 0.5) < 0.01
+
+
+def test_cubic_timesteps_favour_high_noise_as_t2i_adapter():
+    """t = floor((1 - u^3) T): P(t < s) = P(u > (1 - s/T)^(1/3)) = 1 - (1 - s/T)^(1/3)."""
+    t = sample_timesteps(40000, 1000, "cubic", torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() <= 999
+    for s in (250, 500, 750):
+        expected = 1 - (1 - s / 1000) ** (1 / 3)
+        assert abs((t < s).float().mean().item() - expected) < 0.01, s
+    again = sample_timesteps(40000, 1000, "cubic", torch.Generator().manual_seed(0))
+    assert torch.equal(t, again)
+
+
+def test_the_timestep_sampling_reaches_the_loss():
+    """A run with cubic sampling draws other timesteps than a uniform one from the same seed, so
+    its loss on the same batch differs."""
+    frames = torch.rand(2, 3, 16, 64, 64) * 2 - 1
+    captions = ["a red circle moving left on a striped background"] * 2
+    losses = {}
+    for sampling in ("uniform", "cubic"):
+        run = TrainingRun(TrainConfig(stage="base", steps=1, batch_size=2, timestep_sampling=sampling))
+        losses[sampling] = run.eval_loss(frames, captions, seed=3)
+    assert losses["uniform"] != losses["cubic"]
+
+
 def test_cam_apm_clips_are_two_chunks_long():
     assert TrainConfig(stage="cam_apm", steps=1, init="x").clip_spec().num_frames == 32
     assert TrainConfig(stage="cam", steps=1, init="x").clip_spec().num_frames == 16
@@ -96,6 +127,7 @@ def test_refiner_clips_have_the_refinement_geometry():
     (dict(stage="base", steps=0), "steps"), (dict(stage="base", steps=1, lr=-1.0), "lr"),
     (dict(stage="base", steps=1, mixed_precision="fp8"), "mixed_precision"),
     (dict(stage="cam", steps=1, init="x", train_text_encoder=True), "train_text_encoder"),
+    (dict(stage="base", steps=1, timestep_sampling="logit-normal"), "timestep_sampling"),
 ])
 def test_bad_config_names_the_field(kwargs, field):
     from models.errors import ConfigError
