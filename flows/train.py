@@ -26,11 +26,14 @@ from pydantic import Field
 
 from infra import storage
 from models.errors import require
-from training.objectives import Dropout
+from training.objectives import STAGES, TIMESTEP_SAMPLING, Dropout
 from training.ray_train import RayTrainSettings, train_on_ray
-from training.run import TrainConfig
+from training.run import PRECISIONS, TrainConfig
 
-StageName = Literal["vae", "base", "cam", "cam_apm", "conc_cond", "refiner"]
+# The parameter schema's choices, from the tuples TrainConfig validates against.
+StageName = Literal[STAGES]
+Precision = Literal[PRECISIONS]
+TimestepSampling = Literal[TIMESTEP_SAMPLING]
 
 
 @task
@@ -71,13 +74,13 @@ def train_streamingt2v(
     lr: Annotated[float, Field(gt=0, le=1.0)] = 5e-5,
     seed: Annotated[int, Field(ge=0)] = 0,
     checkpoint_every: Annotated[int, Field(ge=1)] = 100,
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no",
+    mixed_precision: Precision = "no",
     gradient_checkpointing: bool = False,
     train_text_encoder: bool = False,
     dropout_text: Annotated[float, Field(ge=0, le=1)] = 0.05,
     dropout_anchor: Annotated[float, Field(ge=0, le=1)] = 0.05,
     dropout_both: Annotated[float, Field(ge=0, le=1)] = 0.05,
-    timestep_sampling: Literal["uniform", "cubic"] = "uniform",
+    timestep_sampling: TimestepSampling = "uniform",
     num_workers: Annotated[int, Field(ge=1)] = 1,
     use_gpu: bool = False,
     accelerator_type: str | None = None,
