@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-text-encoder", action="store_true", help="base stage from scratch only")
     p.add_argument("--timestep-sampling", default="uniform",
                    help="uniform (paper) | cubic (biased to high noise, as T2I-Adapter trains its condition branch)")
+    p.add_argument("--offset-noise", type=float, default=0.0,
+                   help="std of a per-(video, channel) offset added to the training noise; 0 (paper) to 1. "
+                        "Hides a clip's mean colour from x_t, so CAM has to carry it")
     p.add_argument("--run-dir", required=True, help="checkpoints and metrics (local path or s3:// for --engine ray)")
     p.add_argument("--out", help="where the trained model is exported")
     p.add_argument("--engine", default="ray", help="ray (Ray Train TorchTrainer) | local (this process)")
@@ -52,7 +55,8 @@ def train_main(argv: list[str]) -> int:
                              fps=args.fps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              checkpoint_every=args.checkpoint_every, mixed_precision=args.mixed_precision,
                              gradient_checkpointing=args.gradient_checkpointing,
-                             train_text_encoder=args.train_text_encoder, timestep_sampling=args.timestep_sampling)
+                             train_text_encoder=args.train_text_encoder, timestep_sampling=args.timestep_sampling,
+                             offset_noise=args.offset_noise)
         if args.engine == "local":
             from pathlib import Path
 

@@ -19,9 +19,11 @@ Stages, in the order a model is built:
   i.e. the ``base`` objective on clips at the refinement geometry (the canvas and the 24-frame
   chunk of Sec. 4.3), starting from a trained Video-LDM.
 
-Timesteps are uniform, as in the paper, unless a run asks for ``cubic`` sampling
-(:func:`sample_timesteps`), which spends most steps at high noise, where a condition branch
-such as CAM matters most.
+How a training step noises its latents is a :class:`NoiseDraw`. The paper's is the default:
+uniform timesteps and white Gaussian noise. A run may ask for ``cubic`` timesteps
+(:func:`sample_timesteps`), which spend most steps at high noise, where a condition branch
+such as CAM matters most, and for offset noise (:func:`draw_noise`), which hides a clip's mean
+colour from the noisy latent so that a condition branch has to carry it.
 
 Every objective returns the loss of one batch of frames (b, 3, F, H, W) in [-1, 1] with captions;
 randomness (timesteps, noise, dropout, anchor choice) comes from the generator it is given, so a
@@ -30,6 +32,7 @@ step is a pure function of (weights, batch, generator state).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,14 +98,45 @@ def sample_timesteps(batch: int, num_train_timesteps: int, sampling: str,
     return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
 
 
+@dataclass(frozen=True)
+class NoiseDraw:
+    """How a training step draws t and eps. The defaults are the paper's (uniform t, white eps)."""
+
+    timestep_sampling: str = "uniform"  # or 'cubic' (:func:`sample_timesteps`)
+    offset_noise: float = 0.0  # std of the per-(video, channel) offset added to eps (:func:`draw_noise`)
+
+    def __post_init__(self) -> None:
+        require(self.timestep_sampling in TIMESTEP_SAMPLING, "timestep_sampling", self.timestep_sampling,
+                f"one of {TIMESTEP_SAMPLING}")
+        require(math.isfinite(self.offset_noise) and 0 <= self.offset_noise <= 1, "offset_noise",
+                self.offset_noise, "a standard deviation in [0, 1] (0: the paper's white noise)")
+
+
+def draw_noise(shape: torch.Size, offset_noise: float, generator: torch.Generator) -> torch.Tensor:
+    """eps ~ N(0, I), plus, when ``offset_noise`` s > 0, s * N(0, 1) per (video, channel), the same
+    for all frames and pixels ("offset noise", Guttenberg 2023).
+
+    Why: the schedule of Table 12 does not reach zero SNR. At t = 999, sqrt(abar) ~ 0.07 of a
+    clip's mean latent colour survives in x_t, while white noise averaged over a chunk's
+    F*h*w positions shrinks by sqrt(F*h*w) (to 1/128 for 16 frames of 32x32); so a model can read the mean colour off
+    x_t and never learns to take it from its condition. At sampling, x_T holds no such signal
+    and every extension chunk comes out in the average colour. The offset hides the mean.
+    With s = 0 nothing more is drawn: the generator stream is the paper's.
+    """
+    eps = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if offset_noise > 0:
+        eps = eps + offset_noise * torch.randn((*shape[:2],) + (1,) * (len(shape) - 2), generator=generator)
+    return eps
+
+
 def noise_and_target(schedule: NoiseSchedule, latents: torch.Tensor, generator: torch.Generator,
-                     timestep_sampling: str = "uniform") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps with t drawn per sample by
-    :func:`sample_timesteps`; the epsilon-parametrisation's target is eps (Table 12)."""
+                     draw: NoiseDraw = NoiseDraw()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps with t and eps drawn as ``draw`` says; the
+    epsilon-parametrisation's target is eps (Table 12)."""
     scheduler = schedule.make_scheduler()
     b = latents.shape[0]
-    t = sample_timesteps(b, schedule.num_train_timesteps, timestep_sampling, generator)
-    eps = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(latents.device, latents.dtype)
+    t = sample_timesteps(b, schedule.num_train_timesteps, draw.timestep_sampling, generator)
+    eps = draw_noise(latents.shape, draw.offset_noise, generator).to(latents.device, latents.dtype)
     noisy = scheduler.add_noise(latents, eps, t.to(latents.device))
     require(schedule.prediction_type == "epsilon", "prediction_type", schedule.prediction_type, "'epsilon'")
     return noisy, t.to(latents.device), eps
@@ -169,12 +203,12 @@ class BaseObjective(Objective):
     stage, on its larger clips)."""
 
     def __init__(self, model: VideoLDM, train_text_encoder: bool = False, text_dropout: float = 0.1,
-                 stage: str = "base", timestep_sampling: str = "uniform") -> None:
+                 stage: str = "base", noise: NoiseDraw = NoiseDraw()) -> None:
         self.stage = stage
         self.model = model
         self.train_text_encoder = train_text_encoder
         self.text_dropout = text_dropout
-        self.timestep_sampling = timestep_sampling
+        self.noise = noise
 
     def modules(self) -> dict[str, nn.Module]:
         return {"unet": self.model.unet, "text_encoder": self.model.text_encoder, "vae": self.model.vae}
@@ -188,7 +222,7 @@ class BaseObjective(Objective):
         drop = torch.rand(len(captions), generator=generator) < self.text_dropout
         text = _encode_text(m, [("" if d else c) for c, d in zip(captions, drop.tolist())], self.train_text_encoder)
         latents = m.encode(frames.to(m.device))
-        noisy, t, eps = noise_and_target(m.schedule, latents, generator, self.timestep_sampling)
+        noisy, t, eps = noise_and_target(m.schedule, latents, generator, self.noise)
         return F.mse_loss(m.unet(noisy, t, text).sample.float(), eps.float())
 
 
@@ -215,14 +249,14 @@ class StreamingObjective(Objective):
     """Stage 1 (``cam``), stage 2 (``cam_apm``) and the Conc-Cond baseline (``conc_cond``)."""
 
     def __init__(self, model: StreamingT2V, stage: str, dropout: Dropout = Dropout(),
-                 timestep_sampling: str = "uniform") -> None:
+                 noise: NoiseDraw = NoiseDraw()) -> None:
         require(stage in ("cam", "cam_apm", "conc_cond"), "stage", stage, "one of 'cam', 'cam_apm', 'conc_cond'")
         require((stage == "conc_cond") == isinstance(model.unet, ConcCondUNet), "stage", stage,
                 "'conc_cond' exactly when the model is the Conc-Cond baseline")
         self.model = model
         self.stage = stage
         self.dropout = dropout if stage == "cam_apm" else Dropout(text=dropout.text, anchor=0.0, both=0.0)
-        self.timestep_sampling = timestep_sampling
+        self.noise = noise
 
     def modules(self) -> dict[str, nn.Module]:
         m = self.model
@@ -253,16 +287,16 @@ class StreamingObjective(Objective):
             image = m.anchor_embeds(anchor)
             frames = frames[:, :, f:]  # frames F+1..2F are the chunk; F+1..F+F_cond condition it
         latents = m.encode(frames)
-        noisy, t, eps = noise_and_target(m.schedule, latents, generator, self.timestep_sampling)
+        noisy, t, eps = noise_and_target(m.schedule, latents, generator, self.noise)
         cond = latents[:, :, :k] if self.stage == "conc_cond" else frames[:, :, :k]
         return F.mse_loss(m.unet(noisy, t, text, image, cond).float(), eps.float())
 
 
 def make_objective(stage: str, model: VideoLDM | StreamingT2V, train_text_encoder: bool = False,
-                   dropout: Dropout = Dropout(), timestep_sampling: str = "uniform") -> Objective:
+                   dropout: Dropout = Dropout(), noise: NoiseDraw = NoiseDraw()) -> Objective:
     require(stage in STAGES, "stage", stage, f"one of {STAGES}")
     if stage == "vae":
         return VAEObjective(model)
     if stage in ("base", "refiner"):
-        return BaseObjective(model, train_text_encoder, stage=stage, timestep_sampling=timestep_sampling)
-    return StreamingObjective(model, stage, dropout, timestep_sampling)
+        return BaseObjective(model, train_text_encoder, stage=stage, noise=noise)
+    return StreamingObjective(model, stage, dropout, noise)

@@ -26,7 +26,7 @@ from models.refinement import RefineConfig
 from models.streaming_t2v import StreamingT2V
 from models.video_ldm import VideoLDM
 from training.data import TOYWORLD, ClipSource, ClipSpec, local_batches
-from training.objectives import STAGES, TIMESTEP_SAMPLING, Dropout, Objective, clip_frames, make_objective
+from training.objectives import STAGES, Dropout, NoiseDraw, Objective, clip_frames, make_objective
 
 PRECISIONS = ("no", "bf16", "fp16")
 STATE_FILE = "training_state.json"
@@ -56,6 +56,7 @@ class TrainConfig:
     dropout: Dropout = field(default_factory=Dropout)
     cond_frames: int | None = None  # Conc-Cond's F_cond (default: the preset's CAM F_cond)
     timestep_sampling: str = "uniform"  # paper; 'cubic' biases to high noise (training.objectives)
+    offset_noise: float = 0.0  # paper: 0; > 0 hides the clip's mean colour from x_t (objectives.draw_noise)
 
     def __post_init__(self) -> None:
         require(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
@@ -66,12 +67,14 @@ class TrainConfig:
         require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "an integer >= 1")
         require(self.mixed_precision in PRECISIONS, "mixed_precision", self.mixed_precision, f"one of {PRECISIONS}")
         require(self.fps > 0, "fps", self.fps, "a frame rate > 0")
-        require(self.timestep_sampling in TIMESTEP_SAMPLING, "timestep_sampling", self.timestep_sampling,
-                f"one of {TIMESTEP_SAMPLING}")
+        self.noise_draw()  # validates timestep_sampling and offset_noise
         if self.stage in ("cam", "cam_apm", "conc_cond", "refiner"):
             require(self.init is not None, "init", None, f"a model directory to start stage {self.stage!r} from")
         require(not self.train_text_encoder or self.stage == "base", "train_text_encoder", True,
                 "False outside the base stage (CLIP stays frozen, paper Sec. 5.1)")
+
+    def noise_draw(self) -> NoiseDraw:
+        return NoiseDraw(self.timestep_sampling, self.offset_noise)
 
     def clip_spec(self) -> ClipSpec:
         if self.stage == "refiner":  # the refinement stage's chunk on its canvas (Sec. 4.3)
@@ -163,7 +166,7 @@ class TrainingRun:
         self.init_fingerprint = init_fingerprint(init_dir)
         self.model = build_model(config, device, init_dir)
         self.objective: Objective = make_objective(config.stage, self.model, config.train_text_encoder,
-                                                   config.dropout, config.timestep_sampling)
+                                                   config.dropout, config.noise_draw())
         self.objective.freeze_all_but_trainable()
         if config.gradient_checkpointing:
             for name in ("unet", "vae"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from training.data import local_batches
-from training.objectives import Dropout, sample_timesteps
+from training.objectives import Dropout, draw_noise, sample_timesteps
 from training.run import TrainConfig, TrainingRun
 
 
@@ -97,9 +97,9 @@ def test_cubic_timesteps_favour_high_noise_as_t2i_adapter():
     assert torch.equal(t, again)
 
 
-def test_the_timestep_sampling_reaches_the_loss():
-    """A run with cubic sampling draws other timesteps than a uniform one from the same seed, so
-    its loss on the same batch differs."""
+def test_the_noise_draw_reaches_the_loss():
+    """A run with cubic sampling draws other timesteps than a uniform one from the same seed, and
+    one with offset noise other noise, so its loss on the same batch differs."""
     frames = torch.rand(2, 3, 16, 64, 64) * 2 - 1
     captions = ["a red circle moving left on a striped background"] * 2
     losses = {}
@@ -107,6 +107,46 @@ def test_the_timestep_sampling_reaches_the_loss():
         run = TrainingRun(TrainConfig(stage="base", steps=1, batch_size=2, timestep_sampling=sampling))
         losses[sampling] = run.eval_loss(frames, captions, seed=3)
     assert losses["uniform"] != losses["cubic"]
+    offset = TrainingRun(TrainConfig(stage="base", steps=1, batch_size=2, offset_noise=0.1))
+    assert offset.eval_loss(frames, captions, seed=3) != losses["uniform"]
+
+
+def test_no_offset_noise_draws_exactly_the_papers_white_noise():
+    """offset_noise = 0 draws nothing more: runs started before the option resume bit for bit."""
+    eps = draw_noise(torch.Size((2, 4, 16, 8, 8)), 0.0, torch.Generator().manual_seed(5))
+    assert torch.equal(eps, torch.randn(2, 4, 16, 8, 8, generator=torch.Generator().manual_seed(5)))
+
+
+def test_offset_noise_is_one_offset_per_video_and_channel():
+    """eps = white + s * N(0, 1) per (video, channel): the spread of the per-(video, channel) mean
+    is s (plus white noise's 1/sqrt(F*h*w)), the deviations from it are still white."""
+    s = 0.3
+    eps = draw_noise(torch.Size((400, 4, 16, 8, 8)), s, torch.Generator().manual_seed(0))
+    means = eps.mean(dim=(2, 3, 4))
+    assert abs(means.std().item() - (s**2 + 1 / 1024) ** 0.5) < 0.02
+    assert abs((eps - means[..., None, None, None]).std().item() - 1.0) < 0.01
+
+
+def test_offset_noise_hides_the_mean_colour_the_schedule_leaks():
+    """The schedule of Table 12 keeps sqrt(abar_T) ~ 0.07 of x_0 at the last training step. For a
+    16-frame 32x32 chunk, white noise averages out over the 16384 positions, so x_t's
+    per-channel mean still tells the clip's mean colour (what CAM should carry instead); the
+    offset hides it."""
+    from models.schedule import NoiseSchedule
+
+    g = torch.Generator().manual_seed(0)
+    latents = 0.3 * torch.randn(256, 4, 1, 1, 1, generator=g) + torch.randn(256, 4, 16, 32, 32, generator=g)
+    schedule = NoiseSchedule()
+    last = schedule.num_train_timesteps - 1
+    truth = latents.mean(dim=(2, 3, 4)).flatten()
+
+    def correlation(offset: float) -> float:
+        eps = draw_noise(latents.shape, offset, torch.Generator().manual_seed(1))
+        noisy = schedule.make_scheduler().add_noise(latents, eps, torch.full((256,), last))
+        return float(torch.corrcoef(torch.stack([noisy.mean(dim=(2, 3, 4)).flatten(), truth]))[0, 1])
+
+    assert correlation(0.0) > 0.9
+    assert correlation(0.1) < 0.4
 
 
 def test_cam_apm_clips_are_two_chunks_long():
@@ -128,6 +168,8 @@ def test_refiner_clips_have_the_refinement_geometry():
     (dict(stage="base", steps=1, mixed_precision="fp8"), "mixed_precision"),
     (dict(stage="cam", steps=1, init="x", train_text_encoder=True), "train_text_encoder"),
     (dict(stage="base", steps=1, timestep_sampling="logit-normal"), "timestep_sampling"),
+    (dict(stage="base", steps=1, offset_noise=-0.1), "offset_noise"),
+    (dict(stage="base", steps=1, offset_noise=float("nan")), "offset_noise"),
 ])
 def test_bad_config_names_the_field(kwargs, field):
     from models.errors import ConfigError
