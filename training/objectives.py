@@ -117,11 +117,11 @@ def draw_noise(shape: torch.Size, offset_noise: float, generator: torch.Generato
     for all frames and pixels ("offset noise", Guttenberg 2023).
 
     Why: the schedule of Table 12 does not reach zero SNR. At t = 999, sqrt(abar) ~ 0.07 of a
-    clip's mean latent colour survives in x_t, while white noise averaged over a chunk's
-    F*h*w positions shrinks by sqrt(F*h*w) (to 1/128 for 16 frames of 32x32); so a model can read the mean colour off
-    x_t and never learns to take it from its condition. At sampling, x_T holds no such signal
-    and every extension chunk comes out in the average colour. The offset hides the mean.
-    With s = 0 nothing more is drawn: the generator stream is the paper's.
+    clip's mean latent colour survives in x_t, while white noise averaged over a chunk's F*h*w
+    positions shrinks by sqrt(F*h*w) (to 1/128 for 16 frames of 32x32). So a model can read the
+    mean colour off x_t and never learns to take it from its condition. At sampling, x_T holds
+    no such signal and every extension chunk comes out in the average colour. The offset hides
+    the mean. With s = 0 nothing more is drawn: the generator stream is the paper's.
     """
     eps = torch.randn(shape, generator=generator, dtype=torch.float32)
     if offset_noise > 0:
