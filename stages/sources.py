@@ -3,6 +3,8 @@ weights, a local directory or a hub id. Loading errors become ConfigErrors that 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from models.video_ldm import VideoLDM
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 WEIGHTS: tuple[str, ...] = ("trained", "random")
-DEFAULT_WEIGHTS = {"tiny": "random"}  # presets whose default is not 'trained'
+DEFAULT_WEIGHTS: dict[str, str] = {}  # presets whose default is not 'trained'
 
 _SHIPPED = {"base_model": "base", "streaming_model": "streaming", "refiner": "refiner"}
 
@@ -27,8 +29,8 @@ class ModelSources:
     """``weights='trained'`` loads trained models: for preset 'tiny' the toy-world model
     (:mod:`toyworld.weights`), for real presets the paths below. ``weights='random'`` builds every
     model from its preset's config with fixed random weights (weights_seed: tests, and benchmarks,
-    where compute does not depend on weight values). None is the preset's default: trained, but
-    random for 'tiny' until its toy-world weights are shipped. Any of the paths overrides one
+    where compute does not depend on weight values). None is the preset's default: trained (for 'tiny' the
+    shipped toy-world model). Any of the paths overrides one
     model. The 'modelscope' preset needs its models on disk or in the local hub cache: base_model
     (diffusers Video-LDM), streaming_model (our StreamingT2V directory, e.g. from ``streamingt2v
     convert-official``) and refiner (a diffusers UNet3D video model used for SDEdit)."""
@@ -103,9 +105,33 @@ class ModelSources:
             p, torch_dtype=self.torch_dtype, device=self.device, schedule=None))
 
 
+@contextmanager
+def _quiet_local_load(location: str) -> Iterator[None]:
+    """No per-file 'Loading weights' progress bars when loading from a local directory (the
+    shipped toy-world model loads in milliseconds, and a CLI's stderr is for errors). Hub
+    downloads keep theirs."""
+    if not Path(location).is_dir():
+        yield
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    was = transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            transformers_logging.enable_progress_bar()
+        if was[1]:
+            diffusers_logging.enable_progress_bar()
+
+
 def _load(option: str, location: str, loader):
     try:
-        return loader(location)
+        with _quiet_local_load(location):
+            return loader(location)
     except ConfigError:
         raise
     except (OSError, ValueError, EnvironmentError) as exc:
