@@ -46,7 +46,7 @@ def test_real_presets_need_their_models_unless_random_is_asked_for():
     assert err.value.field == "base_model"
     random = ModelSources(preset="modelscope", weights="random")
     assert random.location("base_model") is None and random.location("refiner") is None
-    assert ModelSources().weights == "random"  # tiny, until the toy-world weights are shipped
+    assert ModelSources().weights == "trained"  # tiny: the shipped toy-world model
 
 
 def test_bad_weights_and_missing_weights_name_the_field(monkeypatch, tmp_path):
