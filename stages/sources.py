@@ -19,7 +19,6 @@ from models.video_ldm import VideoLDM
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 WEIGHTS: tuple[str, ...] = ("trained", "random")
-DEFAULT_WEIGHTS: dict[str, str] = {}  # presets whose default is not 'trained'
 
 _SHIPPED = {"base_model": "base", "streaming_model": "streaming", "refiner": "refiner"}
 
@@ -29,10 +28,10 @@ class ModelSources:
     """``weights='trained'`` loads trained models: for preset 'tiny' the toy-world model
     (:mod:`toyworld.weights`), for real presets the paths below. ``weights='random'`` builds every
     model from its preset's config with fixed random weights (weights_seed: tests, and benchmarks,
-    where compute does not depend on weight values). None is the preset's default: trained (for 'tiny' the
-    shipped toy-world model). Any of the paths overrides one
-    model. The 'modelscope' preset needs its models on disk or in the local hub cache: base_model
-    (diffusers Video-LDM), streaming_model (our StreamingT2V directory, e.g. from ``streamingt2v
+    where compute does not depend on weight values). None means 'trained', every preset's default
+    (for 'tiny' the shipped toy-world model). Any of the paths overrides one model. The
+    'modelscope' preset needs its models on disk or in the local hub cache: base_model (diffusers
+    Video-LDM), streaming_model (our StreamingT2V directory, e.g. from ``streamingt2v
     convert-official``) and refiner (a diffusers UNet3D video model used for SDEdit)."""
 
     preset: str = "tiny"
@@ -41,13 +40,13 @@ class ModelSources:
     refiner: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
-    weights: str | None = None  # 'trained' | 'random' | None (the preset's default)
+    weights: str | None = None  # 'trained' | 'random' | None ('trained')
     weights_seed: int = 0
 
     def __post_init__(self) -> None:
         get_preset(self.preset)
         if self.weights is None:
-            object.__setattr__(self, "weights", DEFAULT_WEIGHTS.get(self.preset, "trained"))
+            object.__setattr__(self, "weights", "trained")
         if self.weights not in WEIGHTS:
             raise ConfigError("weights", self.weights, f"one of {WEIGHTS}")
         if self.dtype not in DTYPES:
