@@ -30,6 +30,9 @@ from training.objectives import STAGES, Dropout, NoiseDraw, Objective, clip_fram
 
 PRECISIONS = ("no", "bf16", "fp16")
 STATE_FILE = "training_state.json"
+MASTER_DTYPE = torch.float32
+"""The weights training updates, whatever the init directory stores (the shipped toy-world model
+and converted official checkpoints are float16); ``--mixed-precision`` autocasts the compute."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,12 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
             raise ConfigError("init", config.init, f"a loadable model directory ({type(exc).__name__})") from exc
 
     if config.stage in ("base", "refiner"):
-        return load(lambda p: VideoLDM.from_pretrained(p, device=device))
+        return load(lambda p: VideoLDM.from_pretrained(p, torch_dtype=MASTER_DTYPE, device=device))
     if config.stage == "cam_apm":
-        model = load(lambda p: StreamingT2V.from_pretrained(p, device=device))
+        model = load(lambda p: StreamingT2V.from_pretrained(p, torch_dtype=MASTER_DTYPE, device=device))
         require(model.has_apm, "init", config.init, "a CAM model (stage cam's output), not Conc-Cond")
         return model
-    base = load(lambda p: VideoLDM.from_pretrained(p, device=device))
+    base = load(lambda p: VideoLDM.from_pretrained(p, torch_dtype=MASTER_DTYPE, device=device))
     torch.manual_seed(config.seed)
     with torch.device(device):
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**preset.image_encoder)).eval()
