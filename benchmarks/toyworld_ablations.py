@@ -7,7 +7,8 @@ metrics) on the held-out toy prompts, so every figure is from a real run and lan
 versioned history as the nightly runs::
 
     python -m benchmarks.toyworld_ablations --cam-model .toyruns/cam-model \\
-        --conc-cond-model .toyruns/conc_cond-model --num-frames 240 --steps 50
+        --conc-cond-model .toyruns/conc_cond-model --num-frames 240 --steps 50 \\
+        --pools benchmarks/toyworld_pools.yaml
 
 CAM and Conc-Cond are compared without APM (Conc-Cond has none; CAM stage 1 is the model trained
 with the same budget) and without refinement (the conditioning is what differs); the blending
@@ -20,6 +21,7 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
+from infra.cluster import ClusterConfig
 from models.errors import ConfigError, require
 from toyworld.dataset import HELD_OUT_PROMPTS
 
@@ -51,10 +53,12 @@ class AblationConfig:
     seed: int = 0
     output_uri: str = "outputs/toyworld-ablations"
     sources: dict = field(default_factory=dict)  # SOURCE_OPTIONS overrides
+    pools: str = "local"  # the stage pools' profile or YAML file (infra.cluster)
 
     def __post_init__(self) -> None:
         require(1 <= self.num_prompts <= len(HELD_OUT_PROMPTS), "num_prompts", self.num_prompts,
                 f"1..{len(HELD_OUT_PROMPTS)} (the held-out toy prompts)")
+        ClusterConfig.load(self.pools)  # a ConfigError naming `pools` before any run starts
 
     def ablations(self) -> list[Ablation]:
         low_res = {"apm": False, "refine": False}
@@ -73,7 +77,7 @@ class AblationConfig:
     def common(self) -> dict:
         return {"prompt_set": list(HELD_OUT_PROMPTS[:self.num_prompts]), "num_frames": self.num_frames,
                 "num_inference_steps": self.steps, "refine_steps": self.refine_steps, "seed": self.seed,
-                "flow_size": self.flow_size, "preset": "tiny",
+                "flow_size": self.flow_size, "preset": "tiny", "pools": self.pools,
                 "history_uri": f"{self.output_uri}/history.parquet"}
 
 
@@ -114,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/toyworld-ablations")
+    p.add_argument("--pools", default="local",
+                   help="stage pools: a profile (local, gpu) or a YAML file, as for generate-batch")
     for name in SOURCE_OPTIONS:
         p.add_argument(f"--{name.replace('_', '-')}", default=None,
                        help="override the default toy-world model for the blending rows")
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = {name: getattr(args, name) for name in SOURCE_OPTIONS if getattr(args, name) is not None}
     try:
         config = AblationConfig(args.cam_model, args.conc_cond_model, args.num_prompts, args.num_frames, args.steps,
-                                args.refine_steps, args.flow_size, args.seed, args.out, sources)
+                                args.refine_steps, args.flow_size, args.seed, args.out, sources, args.pools)
     except ConfigError as exc:
         print(f"toyworld_ablations: error: {exc}", file=sys.stderr)
         return 2

@@ -28,3 +28,5 @@ def test_bad_settings_are_refused_naming_the_field(capsys, tmp_path):
     assert err.value.field == "num_prompts"
     assert main(["--cam-model", "a", "--conc-cond-model", "b", "--num-prompts", "99", "--out", str(tmp_path)]) == 2
     assert "num_prompts" in capsys.readouterr().err and not any(tmp_path.iterdir())
+    assert main(["--cam-model", "a", "--conc-cond-model", "b", "--pools", "h100", "--out", str(tmp_path)]) == 2
+    assert "pools" in capsys.readouterr().err and not any(tmp_path.iterdir())
