@@ -31,11 +31,16 @@ METRICS = ("scuts", "flow_magnitude_std", "mawe", "ofs")
 SOURCE_OPTIONS = ("base_model", "streaming_model", "refiner")
 """Model overrides of the blending rows (nightly-benchmark parameters)."""
 
+COMPARISONS = ("conditioning", "blending")
+"""CAM vs Conc-Cond, and randomized blending vs independent chunks: two rows each."""
+
 
 @dataclass(frozen=True)
 class Ablation:
     """One row: a label, the nightly-benchmark parameters that make it, and what the paper says."""
 
+    key: str  # the row's run directory under the output URI
+    comparison: str  # one of COMPARISONS
     label: str
     params: dict
     expectation: str
@@ -43,8 +48,8 @@ class Ablation:
 
 @dataclass(frozen=True)
 class AblationConfig:
-    cam_model: str
-    conc_cond_model: str
+    cam_model: str | None = None
+    conc_cond_model: str | None = None
     num_prompts: int = len(HELD_OUT_PROMPTS)
     num_frames: int = 240
     steps: int = 50
@@ -54,25 +59,34 @@ class AblationConfig:
     output_uri: str = "outputs/toyworld-ablations"
     sources: dict = field(default_factory=dict)  # SOURCE_OPTIONS overrides
     pools: str = "local"  # the stage pools' profile or YAML file (infra.cluster)
+    comparisons: tuple[str, ...] = COMPARISONS
 
     def __post_init__(self) -> None:
         require(1 <= self.num_prompts <= len(HELD_OUT_PROMPTS), "num_prompts", self.num_prompts,
                 f"1..{len(HELD_OUT_PROMPTS)} (the held-out toy prompts)")
         ClusterConfig.load(self.pools)  # a ConfigError naming `pools` before any run starts
+        require(bool(self.comparisons) and set(self.comparisons) <= set(COMPARISONS), "comparisons",
+                self.comparisons, f"a non-empty subset of {COMPARISONS}")
+        if "conditioning" in self.comparisons:
+            for name in ("cam_model", "conc_cond_model"):
+                require(bool(getattr(self, name)), name, getattr(self, name),
+                        "a model directory (the CAM vs Conc-Cond rows need both)")
 
     def ablations(self) -> list[Ablation]:
         low_res = {"apm": False, "refine": False}
         refined = {**self.sources, "refine": True}
-        return [
-            Ablation("CAM (stage 1, no APM)", {**low_res, "streaming_model": self.cam_model},
+        rows = [
+            Ablation("cam", "conditioning", "CAM (stage 1, no APM)", {**low_res, "streaming_model": self.cam_model},
                      "fewer SCuts than Conc-Cond"),
-            Ablation("Conc-Cond", {**low_res, "streaming_model": self.conc_cond_model, "cam_variant": "conc-cond"},
+            Ablation("conc-cond", "conditioning", "Conc-Cond",
+                     {**low_res, "streaming_model": self.conc_cond_model, "cam_variant": "conc-cond"},
                      "more SCuts than CAM"),
-            Ablation("randomized blending", {**refined, "blend": "randomized"},
+            Ablation("randomized", "blending", "randomized blending", {**refined, "blend": "randomized"},
                      "lower flow-magnitude std than independent chunks"),
-            Ablation("independent chunks", {**refined, "blend": "independent"},
+            Ablation("independent", "blending", "independent chunks", {**refined, "blend": "independent"},
                      "higher flow-magnitude std than randomized blending"),
         ]
+        return [row for row in rows if row.comparison in self.comparisons]
 
     def common(self) -> dict:
         return {"prompt_set": list(HELD_OUT_PROMPTS[:self.num_prompts]), "num_frames": self.num_frames,
@@ -86,8 +100,9 @@ def run(config: AblationConfig) -> list[dict]:
     from flows.nightly_benchmark import nightly_benchmark
 
     rows = []
-    for i, ablation in enumerate(config.ablations()):
-        result = nightly_benchmark(**config.common(), **ablation.params, output_uri=f"{config.output_uri}/{i}")
+    for ablation in config.ablations():
+        result = nightly_benchmark(**config.common(), **ablation.params,
+                                   output_uri=f"{config.output_uri}/{ablation.key}")
         rows.append({"label": ablation.label, "expectation": ablation.expectation, "run_id": result["run_id"],
                      "videos": result["videos"], "failed": result["failed"],
                      **{m: result["means"].get(m) for m in METRICS}})
@@ -109,8 +124,9 @@ def markdown(rows: list[dict], config: AblationConfig) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.toyworld_ablations", description=__doc__.split("\n\n")[0])
-    p.add_argument("--cam-model", required=True, help="CAM stage-1 model (train --stage cam)")
-    p.add_argument("--conc-cond-model", required=True, help="Conc-Cond model (train --stage conc_cond)")
+    p.add_argument("--cam-model", help="CAM stage-1 model (train --stage cam); for the conditioning rows")
+    p.add_argument("--conc-cond-model", help="Conc-Cond model (train --stage conc_cond); for the conditioning rows")
+    p.add_argument("--only", choices=COMPARISONS, default=None, help="run one comparison's two rows (default: both)")
     p.add_argument("--num-prompts", type=int, default=len(HELD_OUT_PROMPTS))
     p.add_argument("--num-frames", type=int, default=240)
     p.add_argument("--steps", type=int, default=50)
@@ -131,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     sources = {name: getattr(args, name) for name in SOURCE_OPTIONS if getattr(args, name) is not None}
     try:
         config = AblationConfig(args.cam_model, args.conc_cond_model, args.num_prompts, args.num_frames, args.steps,
-                                args.refine_steps, args.flow_size, args.seed, args.out, sources, args.pools)
+                                args.refine_steps, args.flow_size, args.seed, args.out, sources, args.pools,
+                                (args.only,) if args.only else COMPARISONS)
     except ConfigError as exc:
         print(f"toyworld_ablations: error: {exc}", file=sys.stderr)
         return 2

@@ -30,3 +30,16 @@ def test_bad_settings_are_refused_naming_the_field(capsys, tmp_path):
     assert "num_prompts" in capsys.readouterr().err and not any(tmp_path.iterdir())
     assert main(["--cam-model", "a", "--conc-cond-model", "b", "--pools", "h100", "--out", str(tmp_path)]) == 2
     assert "pools" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_one_comparison_runs_its_two_rows_only():
+    blending = AblationConfig(comparisons=("blending",))
+    assert [a.key for a in blending.ablations()] == ["randomized", "independent"]
+    both = AblationConfig("cam", "conc")
+    assert [a.key for a in both.ablations()] == ["cam", "conc-cond", "randomized", "independent"]
+    with pytest.raises(ConfigError) as err:
+        AblationConfig(conc_cond_model="conc")  # the conditioning rows need both models
+    assert err.value.field == "cam_model"
+    with pytest.raises(ConfigError) as err:
+        AblationConfig("cam", "conc", comparisons=("speed",))
+    assert err.value.field == "comparisons"
