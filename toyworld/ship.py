@@ -22,9 +22,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from models.errors import ConfigError, require
+from stages.sources import DTYPES
 from toyworld.weights import MODELS, WEIGHTS_DIR
 
-SHIP_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+SHIP_DTYPES = {name: DTYPES[name] for name in ("float16", "float32")}
+"""The dtypes weights may be shipped in (bfloat16's 8-bit mantissa would lose too much)."""
 
 
 def cast_safetensors(path: Path, dtype: torch.dtype) -> None:
