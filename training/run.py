@@ -102,19 +102,19 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
         return VideoLDM.from_preset(preset, seed=config.seed, device=device)
     init_dir = init_dir or local_init(config.init)
 
-    def load(loader):
+    def load(model_class):
         try:
-            return loader(init_dir)
+            return model_class.from_pretrained(init_dir, torch_dtype=MASTER_DTYPE, device=device)
         except (OSError, ValueError) as exc:
             raise ConfigError("init", config.init, f"a loadable model directory ({type(exc).__name__})") from exc
 
     if config.stage in ("base", "refiner"):
-        return load(lambda p: VideoLDM.from_pretrained(p, torch_dtype=MASTER_DTYPE, device=device))
+        return load(VideoLDM)
     if config.stage == "cam_apm":
-        model = load(lambda p: StreamingT2V.from_pretrained(p, torch_dtype=MASTER_DTYPE, device=device))
+        model = load(StreamingT2V)
         require(model.has_apm, "init", config.init, "a CAM model (stage cam's output), not Conc-Cond")
         return model
-    base = load(lambda p: VideoLDM.from_pretrained(p, torch_dtype=MASTER_DTYPE, device=device))
+    base = load(VideoLDM)
     torch.manual_seed(config.seed)
     with torch.device(device):
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**preset.image_encoder)).eval()
