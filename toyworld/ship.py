@@ -56,7 +56,7 @@ def ship(source: str | Path, name: str, dtype: str = "float16", weights_dir: str
             cast_safetensors(file, SHIP_DTYPES[dtype])
         target = weights_dir / name
         if target.exists():
-            shutil.rmtree(target)
+            target.rename(staging / "replaced")  # removed with the staging directory
         built.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
