@@ -13,6 +13,15 @@ skip connection of the Video-LDM UNet:
   ``F_cond`` CAM frames at the same pixel (Eq. 4) -> zero-initialised P_out -> residual add
   (Eq. 5). Because P_out starts at zero, CAM leaves the base model's output unchanged until
   trained.
+
+Eq. 4's attention has no notion of frame order: every query frame sees the F_cond keys as an
+unordered set. :attr:`CAMConfig.frame_distance_bias` adds an ALiBi-style bias (Press et al.
+2022) to its logits, -s_h |j - i| per head h for query frame j and key frame i (the conditioning
+frames are the chunk's first F_cond frames, which the chunk re-covers), with learned slopes s_h
+starting at 1, 1/2, 1/4, ... P_out still starts at zero, so CAM with the bias still leaves the
+base model unchanged at initialisation. Without it, a CAM trained on a small budget re-covers
+the time average of its conditioning frames instead of each one (measured on the toy world: the
+object stands still over the re-covered frames and jumps back at every chunk join).
 """
 
 from __future__ import annotations
@@ -37,6 +46,9 @@ class CAMConfig:
     frame_encoder_channels: tuple[int, ...] = (32, 96, 256, 512)
     frame_encoder_norm: bool = True  # the paper's E_cond has layer norms; the reference has none
     attention_head_dim: int = 64
+    # Learned per-head bias -s_h |j - i| on Eq. 4's logits (module docstring); the paper's
+    # attention (and the released checkpoint) has none.
+    frame_distance_bias: bool = False
 
     def __post_init__(self) -> None:
         require(self.cond_frames >= 1, "cam.cond_frames", self.cond_frames, "an integer >= 1")
@@ -101,10 +113,13 @@ class SkipMerger(nn.Module):
 
     x_SC' = P_in(GroupNorm(x_SC)) reshaped to (b*h*w, F, c); attention with queries from x_SC'
     and keys/values from x_CAM (b*h*w, F_cond, c); x_SC + P_out(attention). Keys and values are
-    the CAM features themselves (Eq. 4 applies W_K, W_V to x_CAM directly).
+    the CAM features themselves (Eq. 4 applies W_K, W_V to x_CAM directly). With
+    ``distance_bias`` the logits of query frame j and key frame i get -s_h |j - i| (module
+    docstring), s_h a learned slope per head.
     """
 
-    def __init__(self, channels: int, norm_groups: int, head_dim: int, eps: float = 1e-6) -> None:
+    def __init__(self, channels: int, norm_groups: int, head_dim: int, eps: float = 1e-6,
+                 distance_bias: bool = False) -> None:
         super().__init__()
         require(channels % norm_groups == 0, "norm_num_groups", norm_groups, f"a divisor of {channels}")
         self.heads = max(1, channels // head_dim)
@@ -115,6 +130,19 @@ class SkipMerger(nn.Module):
         self.to_v = nn.Linear(channels, channels, bias=False)
         self.to_out = nn.Linear(channels, channels)
         self.proj_out = zero_module(nn.Linear(channels, channels))
+        # Slopes 1, 1/2, 1/4, ... per head (ALiBi's geometric sequence, steeper for F <= 16
+        # frames): every head starts out preferring nearer frames, the last ones barely.
+        self.distance_slope = nn.Parameter(2.0 ** -torch.arange(self.heads, dtype=torch.float32)) if distance_bias else None
+
+    def attention_bias(self, frames: int, cond_frames: int) -> torch.Tensor | None:
+        """-s_h |j - i| as a (1, heads, F, F_cond) additive mask, or None without the bias."""
+        if self.distance_slope is None:
+            return None
+        slope = self.distance_slope
+        j = torch.arange(frames, device=slope.device, dtype=slope.dtype)
+        i = torch.arange(cond_frames, device=slope.device, dtype=slope.dtype)
+        distance = (j[:, None] - i[None, :]).abs()
+        return -slope.view(1, -1, 1, 1) * distance
 
     def attention_inputs(self, skip: torch.Tensor, cam: torch.Tensor, frames: int,
                          cond_frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -131,7 +159,8 @@ class SkipMerger(nn.Module):
         """skip: (b*F, c, h, w) UNet skip feature; cam: (b*F_cond, c, h, w) CAM feature."""
         h, w = skip.shape[-2:]
         q, k, v = self.attention_inputs(skip, cam, frames, cond_frames)
-        attn = F.scaled_dot_product_attention(q, k, v)
+        bias = self.attention_bias(frames, cond_frames)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype))
         out = self.proj_out(self.to_out(rearrange(attn, "n m s d -> n s (m d)")))
         out = rearrange(out, "(b h w) f c -> (b f) c h w", h=h, w=w)
         return skip + out
@@ -232,7 +261,8 @@ class ConditionalAttentionModule(nn.Module):
                                norm=config.frame_encoder_norm)
         self.control = ControlBranch(unet, encoder)
         self.mergers = nn.ModuleList(
-            SkipMerger(c, cfg.norm_num_groups, config.attention_head_dim) for c in skip_channels(unet)
+            SkipMerger(c, cfg.norm_num_groups, config.attention_head_dim, distance_bias=config.frame_distance_bias)
+            for c in skip_channels(unet)
         )
 
     def encode_frames(self, cond_frames: torch.Tensor) -> EncodedFrames:

@@ -102,7 +102,9 @@ TINY = ModelPreset(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
         patch_size=8, projection_dim=24, hidden_act="gelu",
     ),
-    cam=CAMConfig(cond_frames=8, frame_encoder_channels=(8, 16, 32), attention_head_dim=8),
+    # The toy-world CAM orders its conditioning frames with the distance bias (models/cam.py): at
+    # a CPU training budget, Eq. 4 alone re-covers their time average.
+    cam=CAMConfig(cond_frames=8, frame_encoder_channels=(8, 16, 32), attention_head_dim=8, frame_distance_bias=True),
     apm=APMConfig(image_embed_dim=24, hidden_dim=40, num_image_tokens=16, token_dim=32),
     video=VideoConfig(height=64, width=64, frames_per_chunk=16),
     offline_tokenizer=True,
@@ -133,5 +135,5 @@ def reference_variant(preset: ModelPreset) -> ModelPreset:
     """The module layout of the authors' released checkpoint: E_cond without norms, and per-layer
     APM token mixers with LayerNorm (see models/convert_official.py)."""
     return replace(preset, name=f"{preset.name}-reference",
-                   cam=replace(preset.cam, frame_encoder_norm=False),
+                   cam=replace(preset.cam, frame_encoder_norm=False, frame_distance_bias=False),
                    apm=replace(preset.apm, token_mixing="per_layer", mixer_norm=True))

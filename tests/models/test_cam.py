@@ -134,3 +134,68 @@ def test_modelscope_cam_has_13_injection_points_with_paper_token_dims():
 def test_cam_config_errors_name_the_field():
     with pytest.raises(ValueError, match=r"cam\.cond_frames=0: must be an integer >= 1"):
         CAMConfig(cond_frames=0)
+
+
+def test_paper_attention_has_no_distance_bias():
+    """Without ``frame_distance_bias`` Eq. 4 is the plain attention (the released checkpoint's)."""
+    merger = SkipMerger(16, 4, 8)
+    assert merger.distance_slope is None and merger.attention_bias(16, 8) is None
+    assert "distance_slope" not in dict(merger.named_parameters())
+
+
+def test_distance_bias_is_minus_slope_times_frame_distance():
+    merger = SkipMerger(32, 4, 8, distance_bias=True)
+    assert merger.distance_slope.shape == (4,) and merger.distance_slope.requires_grad
+    bias = merger.attention_bias(16, 8)
+    assert bias.shape == (1, 4, 16, 8)
+    j, i = torch.meshgrid(torch.arange(16.0), torch.arange(8.0), indexing="ij")
+    for h in range(4):
+        torch.testing.assert_close(bias[0, h], -merger.distance_slope[h].detach() * (j - i).abs())
+    # Every head starts out preferring nearer frames, the steepest with slope 1.
+    assert merger.distance_slope[0] == 1 and torch.all(merger.distance_slope > 0)
+    assert torch.all(merger.distance_slope[1:] < merger.distance_slope[:-1])
+
+
+@torch.no_grad()
+def test_distance_bias_sends_each_frame_to_the_conditioning_frame_it_continues():
+    """With the content term switched off (W_Q = 0) the bias alone decides Eq. 4's weights: a steep
+    slope sends chunk frame j to conditioning frame min(j, F_cond - 1), the frame it re-covers or,
+    for the new frames, the newest one, so the merger copies that frame's CAM feature."""
+    c, frames, cond = 16, 16, 8
+    merger = SkipMerger(c, 4, 8, distance_bias=True)
+    torch.nn.init.zeros_(merger.to_q.weight)
+    for layer in (merger.to_v, merger.to_out, merger.proj_out):
+        layer.weight.copy_(torch.eye(c))
+        if layer.bias is not None:
+            torch.nn.init.zeros_(layer.bias)
+    merger.distance_slope.fill_(60.0)
+    g = torch.Generator().manual_seed(0)
+    skip = torch.randn(frames, c, 2, 3, generator=g)
+    cam = torch.randn(cond, c, 2, 3, generator=g)
+    added = merger(skip, cam, frames, cond) - skip
+    for j in range(frames):
+        torch.testing.assert_close(added[j], cam[min(j, cond - 1)], rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_distance_bias_keeps_cam_a_no_op_at_initialisation(tiny_video_ldm):
+    """P_out starts at zero, so CAM with the bias still leaves the base Video-LDM unchanged; the
+    bias changes CAM's output only through its attention, once P_out is trained."""
+    from dataclasses import replace
+
+    from models.presets import TINY
+
+    on = StreamingT2VUNet.from_base(tiny_video_ldm.unet, replace(TINY.cam, frame_distance_bias=True), TINY.apm)
+    off = StreamingT2VUNet.from_base(tiny_video_ldm.unet, replace(TINY.cam, frame_distance_bias=False), TINY.apm)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, 16, 16, 16, generator=g)
+    text = torch.randn(1, 77, 32, generator=g)
+    cond = torch.rand(1, 3, 8, 64, 64, generator=g) * 2 - 1
+    base = tiny_video_ldm.unet(x, 500, text).sample
+    torch.testing.assert_close(on(x, 500, text, cond_frames=cond), base, rtol=0, atol=1e-6)
+    for a, b in zip(on.cam.mergers, off.cam.mergers):
+        torch.nn.init.normal_(a.proj_out.weight, std=0.1)
+        b.proj_out.weight.copy_(a.proj_out.weight)
+    torch.nn.init.normal_(on.cam.control.frame_encoder.conv_out.weight, std=0.1)
+    off.cam.control.frame_encoder.conv_out.weight.copy_(on.cam.control.frame_encoder.conv_out.weight)
+    assert (on(x, 500, text, cond_frames=cond) - off(x, 500, text, cond_frames=cond)).abs().max() > 1e-4
