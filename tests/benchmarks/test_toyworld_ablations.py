@@ -1,4 +1,4 @@
-"""The toy-world ablation table: four real nightly-benchmark runs (tiny random models, 24
+"""The toy-world ablation table: five real nightly-benchmark runs (tiny random models, 24
 frames, few steps), one row each, and bad settings refused before any work."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ def test_each_ablation_is_a_finished_nightly_run_with_its_metrics(prefect_harnes
     assert [r["label"] for r in rows] == [a.label for a in config.ablations()]
     assert all(r["videos"] == 1 and r["failed"] == 0 for r in rows)
     assert all(isinstance(r[m], float) for r in rows for m in METRICS)
-    assert len({r["run_id"] for r in rows}) == 4
+    assert len({r["run_id"] for r in rows}) == 5
     table = markdown(rows, config)
-    assert table.count("\n| ") == 4 and "1 held-out toy prompts, 24 frames" in table  # one line per row
+    assert table.count("\n| ") == 5 and "1 held-out toy prompts, 24 frames" in table  # one line per row
 
 
 def test_bad_settings_are_refused_naming_the_field(capsys, tmp_path):
@@ -32,11 +32,14 @@ def test_bad_settings_are_refused_naming_the_field(capsys, tmp_path):
     assert "pools" in capsys.readouterr().err and not any(tmp_path.iterdir())
 
 
-def test_one_comparison_runs_its_two_rows_only():
+def test_one_comparison_runs_its_rows_only():
     blending = AblationConfig(comparisons=("blending",))
     assert [a.key for a in blending.ablations()] == ["randomized", "independent"]
-    both = AblationConfig("cam", "conc")
-    assert [a.key for a in both.ablations()] == ["cam", "conc-cond", "randomized", "independent"]
+    shipped = AblationConfig(comparisons=("shipped",))
+    assert [(a.key, a.params["refine"]) for a in shipped.ablations()] == [("shipped", False)]
+    assert "apm" not in shipped.ablations()[0].params  # the shipped model as users run it: APM on
+    every = AblationConfig("cam", "conc")
+    assert [a.key for a in every.ablations()] == ["cam", "conc-cond", "randomized", "independent", "shipped"]
     with pytest.raises(ConfigError) as err:
         AblationConfig(conc_cond_model="conc")  # the conditioning rows need both models
     assert err.value.field == "cam_model"
