@@ -31,7 +31,7 @@ METRICS = ("scuts", "flow_magnitude_std", "mawe", "ofs")
 """Columns of the table (the nightly flow's metric means)."""
 
 SOURCE_OPTIONS = ("base_model", "streaming_model", "refiner")
-"""Model overrides of the blending rows (nightly-benchmark parameters)."""
+"""Model overrides of the blending and shipped rows (nightly-benchmark parameters)."""
 
 COMPARISONS = ("conditioning", "blending", "shipped")
 """CAM vs Conc-Cond and randomized blending vs independent chunks (two rows each), and the shipped
@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="stage pools: a profile (local, gpu) or a YAML file, as for generate-batch")
     for name in SOURCE_OPTIONS:
         p.add_argument(f"--{name.replace('_', '-')}", default=None,
-                       help="override the default toy-world model for the blending rows")
+                       help="override the default toy-world model for the blending and shipped rows")
     return p
 
 
