@@ -1,0 +1,56 @@
+"""The conditioning probe on tiny random models: real measurements with the shape the README
+quotes, and the paper's zero-initialisation seen through it (an untrained CAM or Conc-Cond input
+ignores its condition, so own, other and no conditioning frames give the same prediction)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.conditioning_probe import CONDITIONS, ProbeConfig, centroid, main, probe, torus_distance
+from models.errors import ConfigError
+from models.streaming_t2v import StreamingT2V
+
+CONFIG = ProbeConfig(num_clips=2, timesteps=(500, 950), cfg_weights=(1.0, 7.5), steps=2)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_cam_dir", "tiny_conc_cond_dir"])
+def test_untrained_condition_paths_are_ignored_and_every_figure_is_measured(request, fixture):
+    model = StreamingT2V.from_pretrained(request.getfixturevalue(fixture))
+    result = probe(model, CONFIG)
+    rows = result["teacher_forced"]
+    assert [(r["t"], r["condition"], r["w"]) for r in rows] == [
+        (t, c, w) for t in CONFIG.timesteps for c in CONDITIONS for w in (CONFIG.cfg_weights if c == "own" else (1.0,))]
+    for t in CONFIG.timesteps:
+        at_t = {(r["condition"], r["w"]): r for r in rows if r["t"] == t}
+        own = at_t[("own", 1.0)]
+        assert own["recovered"] > 0 and own["new"] > 0
+        # zero-initialised P_out (CAM, Eq. 5) / new input channels (Conc-Cond): the condition is unused
+        assert at_t[("other", 1.0)]["recovered"] == pytest.approx(own["recovered"], rel=1e-5)
+        assert at_t[("zero", 1.0)]["new"] == pytest.approx(own["new"], rel=1e-5)
+    chunks = result["one_chunk"]
+    assert len(chunks) == CONFIG.num_clips
+    assert all(r["recover_error"] > 0 and r["join"] > 0 and r["inner"] > 0 for r in chunks)
+
+
+def test_centroid_wraps_around_the_frame():
+    import numpy as np
+
+    frame = np.zeros((16, 16, 3), np.uint8)
+    frame[4:6, [0, 1, 14, 15]] = (220, 40, 40)  # an object straddling the left/right edge
+    x, y = centroid(frame, (220, 40, 40))
+    assert torus_distance(np.array([x, y]), np.array([0.0, 5.0]), 16) < 0.01
+    assert centroid(np.zeros((16, 16, 3), np.uint8), (220, 40, 40)) is None
+    assert not math.isnan(torus_distance(np.array([15.5, 0.0]), np.array([0.5, 0.0]), 16))
+
+
+def test_bad_settings_are_refused_naming_the_field(capsys):
+    with pytest.raises(ConfigError) as err:
+        ProbeConfig(num_clips=0)
+    assert err.value.field == "num_clips"
+    with pytest.raises(ConfigError) as err:
+        ProbeConfig(timesteps=(1000,))
+    assert err.value.field == "timesteps"
+    assert main(["some-model", "--steps", "0"]) == 2
+    assert "steps" in capsys.readouterr().err
