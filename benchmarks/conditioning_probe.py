@@ -39,6 +39,7 @@ from models.seeding import stream
 from models.streaming_t2v import StreamingT2V
 from toyworld.dataset import HELD_OUT
 from toyworld.scenes import COLOURS, render
+from toyworld.tracking import centroid, torus_distance
 
 CONDITIONS = ("own", "other", "zero")
 
@@ -109,23 +110,6 @@ def teacher_forced(model: StreamingT2V, clips: torch.Tensor, captions: list[str]
     return rows
 
 
-def centroid(frame: np.ndarray, colour: tuple[int, int, int], tolerance: float = 80.0) -> np.ndarray | None:
-    """(x, y) of the pixels within ``tolerance`` of ``colour``, as a circular mean (the toy world
-    wraps), or None when fewer than 3 pixels match."""
-    mask = (np.linalg.norm(frame.astype(float) - np.array(colour, float), axis=-1) < tolerance).astype(float)
-    if mask.sum() < 3:
-        return None
-    size = frame.shape[0]
-    angle = np.exp(2j * np.pi * (np.arange(size) + 0.5) / size)
-    return np.array([np.angle((mask.sum(0) * angle).sum()), np.angle((mask.sum(1) * angle).sum())]) % (2 * np.pi) \
-        / (2 * np.pi) * size
-
-
-def torus_distance(a: np.ndarray, b: np.ndarray, size: int) -> float:
-    d = np.abs(a - b)
-    return float(np.hypot(*np.minimum(d, size - d)))
-
-
 @torch.no_grad()
 def one_chunk(model: StreamingT2V, clips: torch.Tensor, scenes: list, config: ProbeConfig) -> list[dict]:
     """One row per clip: re-cover error, object offset, join jump and inner change (pixels)."""
@@ -138,7 +122,7 @@ def one_chunk(model: StreamingT2V, clips: torch.Tensor, scenes: list, config: Pr
         out = model.decode(latents).float().cpu()
         to_pixels = lambda v: ((v[0] + 1) * 127.5).clamp(0, 255).permute(1, 2, 3, 0).numpy()  # noqa: E731
         truth, made = to_pixels(clips[i:i + 1]), to_pixels(out)
-        colour, size = COLOURS[scene.colour], truth.shape[1]
+        colour, size = COLOURS[scene.colour], truth.shape[2:0:-1]
         offsets = [torus_distance(p, q, size) for p, q in
                    ((centroid(truth[f], colour), centroid(made[f], colour)) for f in range(k))
                    if p is not None and q is not None]

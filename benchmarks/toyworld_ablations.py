@@ -30,6 +30,10 @@ from toyworld.dataset import HELD_OUT_PROMPTS
 METRICS = ("scuts", "flow_magnitude_std", "mawe", "ofs")
 """Columns of the table (the nightly flow's metric means)."""
 
+TRACKING = ("presence", "speed_along", "along_fraction")
+"""Columns from the toy world's object tracking (toyworld.tracking), means over the row's videos:
+does the captioned object stay, and does it move the captioned way (the toy model's bar)."""
+
 SOURCE_OPTIONS = ("base_model", "streaming_model", "refiner")
 """Model overrides of the blending and shipped rows (nightly-benchmark parameters)."""
 
@@ -110,16 +114,35 @@ def run(config: AblationConfig) -> list[dict]:
                                    output_uri=f"{config.output_uri}/{ablation.key}")
         rows.append({"label": ablation.label, "expectation": ablation.expectation, "run_id": result["run_id"],
                      "videos": result["videos"], "failed": result["failed"],
-                     **{m: result["means"].get(m) for m in METRICS}})
+                     **{m: result["means"].get(m) for m in METRICS}, **tracking_means(result["manifest"])})
     return rows
+
+
+def tracking_means(manifest_uri: str) -> dict[str, float | None]:
+    """:data:`TRACKING` means over the finished videos of one run (each its final video: refined
+    when the run refines, else low resolution); None where no video has a value."""
+    from infra.manifest import BatchManifest
+    from infra.video_io import read_video
+    from toyworld.tracking import object_motion
+
+    values: dict[str, list[float]] = {name: [] for name in TRACKING}
+    for row in BatchManifest.read(manifest_uri).rows.values():
+        uri = row["video_uri"] or row["low_res_uri"]
+        if row["status"] != "done" or not uri:
+            continue
+        for name, value in object_motion(read_video(uri), row["prompt"], row["fps"]).as_dict().items():
+            if value == value:  # nan: the object never showed
+                values[name].append(value)
+    return {name: (sum(v) / len(v) if v else None) for name, v in values.items()}
 
 
 def markdown(rows: list[dict], config: AblationConfig) -> str:
     """The README table, with the settings that produced it."""
-    head = ("| variant | SCuts | flow-magnitude std | MAWE | OFS | videos | paper's direction |\n"
-            "|---|---|---|---|---|---|---|\n")
+    head = ("| variant | SCuts | flow-magnitude std | MAWE | OFS | object presence | speed along caption (widths/s) "
+            "| windows moving the captioned way | videos | paper's direction |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
-        f"| {r['label']} | " + " | ".join("n/a" if r[m] is None else f"{r[m]:.4g}" for m in METRICS)
+        f"| {r['label']} | " + " | ".join("n/a" if r[m] is None else f"{r[m]:.4g}" for m in METRICS + TRACKING)
         + f" | {r['videos']} | {r['expectation']} |\n" for r in rows)
     settings = (f"\n{config.num_prompts} held-out toy prompts, {config.num_frames} frames, seed {config.seed}, "
                 f"{config.steps} DDIM steps (refine {config.refine_steps}), flow at {config.flow_size}x"

@@ -4,11 +4,9 @@ ignores its condition, so own, other and no conditioning frames give the same pr
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from benchmarks.conditioning_probe import CONDITIONS, ProbeConfig, centroid, main, probe, torus_distance
+from benchmarks.conditioning_probe import CONDITIONS, ProbeConfig, main, probe
 from models.errors import ConfigError
 from models.streaming_t2v import StreamingT2V
 
@@ -32,17 +30,6 @@ def test_untrained_condition_paths_are_ignored_and_every_figure_is_measured(requ
     chunks = result["one_chunk"]
     assert len(chunks) == CONFIG.num_clips
     assert all(r["recover_error"] > 0 and r["join"] > 0 and r["inner"] > 0 for r in chunks)
-
-
-def test_centroid_wraps_around_the_frame():
-    import numpy as np
-
-    frame = np.zeros((16, 16, 3), np.uint8)
-    frame[4:6, [0, 1, 14, 15]] = (220, 40, 40)  # an object straddling the left/right edge
-    x, y = centroid(frame, (220, 40, 40))
-    assert torus_distance(np.array([x, y]), np.array([0.0, 5.0]), 16) < 0.01
-    assert centroid(np.zeros((16, 16, 3), np.uint8), (220, 40, 40)) is None
-    assert not math.isnan(torus_distance(np.array([15.5, 0.0]), np.array([0.5, 0.0]), 16))
 
 
 def test_bad_settings_are_refused_naming_the_field(capsys):

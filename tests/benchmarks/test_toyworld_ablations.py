@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.toyworld_ablations import METRICS, AblationConfig, main, markdown, run
+from benchmarks.toyworld_ablations import METRICS, TRACKING, AblationConfig, main, markdown, run, tracking_means
 from models.errors import ConfigError
 
 
@@ -17,6 +17,7 @@ def test_each_ablation_is_a_finished_nightly_run_with_its_metrics(prefect_harnes
     assert [r["label"] for r in rows] == [a.label for a in config.ablations()]
     assert all(r["videos"] == 1 and r["failed"] == 0 for r in rows)
     assert all(isinstance(r[m], float) for r in rows for m in METRICS)
+    assert all(r[m] is None or isinstance(r[m], float) for r in rows for m in TRACKING)
     assert len({r["run_id"] for r in rows}) == 5
     table = markdown(rows, config)
     assert table.count("\n| ") == 5 and "1 held-out toy prompts, 24 frames" in table  # one line per row
@@ -46,3 +47,22 @@ def test_one_comparison_runs_its_rows_only():
     with pytest.raises(ConfigError) as err:
         AblationConfig("cam", "conc", comparisons=("speed",))
     assert err.value.field == "comparisons"
+
+
+def test_tracking_columns_follow_the_captioned_object_of_each_finished_video(tmp_path):
+    """A run's manifest with a rendered clip (the truth moves 0.2 widths/s) and a failed video."""
+    from infra.manifest import BatchManifest
+    from infra.video_io import write_mp4
+    from models.request import GenerationRequest
+    from toyworld.scenes import Scene, render
+
+    scene = Scene("square", "blue", "right", "striped", speed=0.2)
+    requests = [GenerationRequest(scene.caption, num_frames=48), GenerationRequest(scene.caption, num_frames=48, seed=1)]
+    manifest = BatchManifest.create("b", requests)
+    done, failed = list(manifest.rows)
+    write_mp4(render(scene, 48, 10.0, 64), str(tmp_path / "v.mp4"), fps=10)
+    manifest.update(done, status="done", low_res_uri=str(tmp_path / "v.mp4"))
+    manifest.update(failed, status="failed")
+    manifest.write(str(tmp_path / "manifest.parquet"))
+    means = tracking_means(str(tmp_path / "manifest.parquet"))
+    assert means["presence"] == 1.0 and abs(means["speed_along"] - 0.2) < 0.02 and means["along_fraction"] == 1.0
