@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", default="no", help="no | bf16 | fp16")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--train-text-encoder", action="store_true", help="base stage from scratch only")
+    p.add_argument("--tokenizer", default=None, choices=("toyworld",),
+                   help="base stage with --train-text-encoder: one token per toy-world word (toyworld.vocabulary)")
     p.add_argument("--timestep-sampling", default="uniform",
                    help="uniform (paper) | cubic (biased to high noise, as T2I-Adapter trains its condition branch)")
     p.add_argument("--offset-noise", type=float, default=0.0,
@@ -56,7 +58,7 @@ def train_main(argv: list[str]) -> int:
                              checkpoint_every=args.checkpoint_every, mixed_precision=args.mixed_precision,
                              gradient_checkpointing=args.gradient_checkpointing,
                              train_text_encoder=args.train_text_encoder, timestep_sampling=args.timestep_sampling,
-                             offset_noise=args.offset_noise)
+                             offset_noise=args.offset_noise, tokenizer=args.tokenizer)
         if args.engine == "local":
             from pathlib import Path
 

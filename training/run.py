@@ -12,7 +12,7 @@ import json
 import math
 import tempfile
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,11 +24,13 @@ from models.errors import ConfigError, require
 from models.presets import REFINE_GEOMETRY, get_preset
 from models.refinement import RefineConfig
 from models.streaming_t2v import StreamingT2V
+from models.tokenizer import extend_vocabulary
 from models.video_ldm import VideoLDM
 from training.data import TOYWORLD, ClipSource, ClipSpec, local_batches
 from training.objectives import STAGES, Dropout, NoiseDraw, Objective, clip_frames, make_objective
 
 PRECISIONS = ("no", "bf16", "fp16")
+TOKENIZERS = (None, "toyworld")  # None: the init model's (or the preset's) tokenizer
 STATE_FILE = "training_state.json"
 MASTER_DTYPE = torch.float32
 """The weights training updates, whatever the init directory stores (the shipped toy-world model
@@ -60,6 +62,9 @@ class TrainConfig:
     cond_frames: int | None = None  # Conc-Cond's F_cond (default: the preset's CAM F_cond)
     timestep_sampling: str = "uniform"  # paper; 'cubic' biases to high noise (training.objectives)
     offset_noise: float = 0.0  # paper: 0; > 0 hides the clip's mean colour from x_t (objectives.draw_noise)
+    # 'toyworld': the base stage swaps in toyworld.vocabulary's tokenizer (one token per toy word)
+    # and grows the text encoder's embeddings to match; the trained text encoder learns them.
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         require(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
@@ -75,6 +80,10 @@ class TrainConfig:
             require(self.init is not None, "init", None, f"a model directory to start stage {self.stage!r} from")
         require(not self.train_text_encoder or self.stage == "base", "train_text_encoder", True,
                 "False outside the base stage (CLIP stays frozen, paper Sec. 5.1)")
+        require(self.tokenizer in TOKENIZERS, "tokenizer", self.tokenizer, f"one of {TOKENIZERS}")
+        require(self.tokenizer is None or self.train_text_encoder, "tokenizer", self.tokenizer,
+                "None unless the text encoder is trained (--train-text-encoder, base stage): its new "
+                "token embeddings must be learnt")
 
     def noise_draw(self) -> NoiseDraw:
         return NoiseDraw(self.timestep_sampling, self.offset_noise)
@@ -98,6 +107,8 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
     """The model a stage starts from; ``init_dir`` is the local copy of ``config.init`` (default:
     :func:`local_init` of it)."""
     preset = get_preset(config.preset)
+    if config.stage == "base" and config.tokenizer is not None:
+        return with_tokenizer(build_model(replace(config, tokenizer=None), device, init_dir), config.tokenizer)
     if config.stage == "vae" or (config.stage == "base" and config.init is None):
         return VideoLDM.from_preset(preset, seed=config.seed, device=device)
     init_dir = init_dir or local_init(config.init)
@@ -122,6 +133,21 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
         return StreamingT2V.from_video_ldm(base, image_encoder, preset.cam, preset.apm)
     unet = ConcCondUNet.from_base(base.unet, config.cond_frames or preset.cam.cond_frames).eval()
     return StreamingT2V(unet, base.vae, base.text_encoder, base.tokenizer, image_encoder, base.video, base.schedule)
+
+
+def with_tokenizer(model: VideoLDM, name: str) -> VideoLDM:
+    """``model`` with tokenizer ``name`` (one of :data:`TOKENIZERS`) and its text encoder's
+    vocabulary grown to match; a model already using it is returned as is (a resumed stage)."""
+    from toyworld.vocabulary import toy_world_tokenizer
+
+    require(name == "toyworld", "tokenizer", name, f"one of {TOKENIZERS}")
+    tokenizer = toy_world_tokenizer()
+    if model.tokenizer is not None and model.tokenizer.get_vocab() == tokenizer.get_vocab():
+        return model
+    require(model.tokenizer is not None, "tokenizer", name, "a model that has a tokenizer to extend")
+    extend_vocabulary(model.text_encoder, model.tokenizer, tokenizer)
+    model.tokenizer = tokenizer
+    return model
 
 
 def local_init(path: str | None) -> str | None:

@@ -170,6 +170,8 @@ def test_refiner_clips_have_the_refinement_geometry():
     (dict(stage="base", steps=1, timestep_sampling="logit-normal"), "timestep_sampling"),
     (dict(stage="base", steps=1, offset_noise=-0.1), "offset_noise"),
     (dict(stage="base", steps=1, offset_noise=float("nan")), "offset_noise"),
+    (dict(stage="base", steps=1, tokenizer="toyworld"), "tokenizer"),  # only with a trained text encoder
+    (dict(stage="base", steps=1, train_text_encoder=True, tokenizer="words"), "tokenizer"),
 ])
 def test_bad_config_names_the_field(kwargs, field):
     from models.errors import ConfigError

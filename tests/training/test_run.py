@@ -32,3 +32,22 @@ def test_resuming_after_the_init_model_changed_is_refused(tmp_path, tiny_base_di
     with pytest.raises(ConfigError) as err:
         TrainingRun(config).load_checkpoint(checkpoint)
     assert err.value.field == "init" and "has changed" in str(err.value)
+
+
+def test_a_base_stage_with_the_toy_world_tokenizer_learns_its_words_and_resumes(tmp_path, tiny_base_dir):
+    """--tokenizer toyworld: the exported model tokenizes each caption word as one token, its text
+    encoder has an embedding per token (and trained them), and a resumed run continues bit for bit."""
+    config = TrainConfig(stage="base", steps=2, init=tiny_base_dir, batch_size=2, fps=10, lr=1e-3,
+                         checkpoint_every=1, train_text_encoder=True, tokenizer="toyworld")
+    run = train_in_process(config, tmp_path / "run", out=tmp_path / "model", log=lambda *_: None)
+    model = VideoLDM.from_pretrained(tmp_path / "model")
+    words = model.tokenizer("a red circle moving left on a striped background", add_special_tokens=False).input_ids
+    assert len(words) == 9 and model.text_encoder.config.vocab_size == len(model.tokenizer)
+    start = VideoLDM.from_pretrained(tiny_base_dir)
+    assert model.text_encoder.get_input_embeddings().weight.shape[0] > start.text_encoder.config.vocab_size
+
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step-00000002")
+    resumed = train_in_process(config, tmp_path / "run", log=lambda *_: None)  # from step 1
+    assert resumed.step == 2
+    for (name, a), b in zip(run.model.text_encoder.state_dict().items(), resumed.model.text_encoder.state_dict().values()):
+        assert torch.equal(a, b), name
