@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from models.conc_cond import ConcCondUNet
+from infra.video_io import from_uint8, to_uint8
 from models.errors import ConfigError, require
 from models.guidance import GuidanceWeights
 from models.seeding import stream
@@ -70,15 +70,9 @@ def probe_clips(model: StreamingT2V, config: ProbeConfig) -> tuple[torch.Tensor,
     video = model.video
     scenes = [replace(s, start=(float(rng.random()), float(rng.random()))) for s in HELD_OUT[:config.num_clips]]
     clips = [render(s, video.frames_per_chunk, config.fps, video.height) for s in scenes]
-    x = torch.stack([torch.from_numpy(c).float().permute(3, 0, 1, 2) / 127.5 - 1 for c in clips])
+    x = torch.cat([from_uint8(c) for c in clips])
     with torch.no_grad():
         return model.decode(model.encode(x.to(model.device, model.dtype))).float().cpu(), scenes
-
-
-def condition_input(model: StreamingT2V, frames: torch.Tensor) -> torch.Tensor:
-    """What the UNet takes as condition: latents for Conc-Cond, frames for CAM."""
-    frames = frames.to(model.device, model.dtype)
-    return model.encode(frames) if isinstance(model.unet, ConcCondUNet) else frames
 
 
 @torch.no_grad()
@@ -88,17 +82,17 @@ def teacher_forced(model: StreamingT2V, clips: torch.Tensor, captions: list[str]
     k, n = model.cond_frames, clips.shape[0]
     latents = model.encode(clips.to(model.device, model.dtype))
     text, null = model.encode_prompt(captions), model.encode_prompt([""] * n)
-    alphas = model.schedule.make_scheduler().alphas_cumprod
+    scheduler = model.schedule.make_scheduler()
     generator = torch.Generator().manual_seed(config.seed)
     frames = {"own": clips[:, :, :k], "other": clips.roll(1, dims=0)[:, :, :k], "zero": torch.zeros_like(clips[:, :, :k])}
     rows = []
     for t in config.timesteps:
         eps = torch.randn(latents.shape, generator=generator).to(latents)
-        a = alphas[t].to(latents)
-        noisy = a.sqrt() * latents + (1 - a).sqrt() * eps
         steps = torch.full((n,), t, device=latents.device)
+        noisy = scheduler.add_noise(latents, eps, steps)
+        a = scheduler.alphas_cumprod[t].to(latents)
         for name in CONDITIONS:
-            cond = condition_input(model, frames[name])
+            cond = model.condition(frames[name])
             eps_text = model.unet(noisy, steps, text, None, cond)
             eps_null = model.unet(noisy, steps, null, None, cond) if name == "own" else None
             for w in (config.cfg_weights if name == "own" else (1.0,)):
@@ -120,8 +114,7 @@ def one_chunk(model: StreamingT2V, clips: torch.Tensor, scenes: list, config: Pr
                                      [stream(0, "probe", i)], GuidanceWeights(config.guidance, config.guidance),
                                      None, config.steps)
         out = model.decode(latents).float().cpu()
-        to_pixels = lambda v: ((v[0] + 1) * 127.5).clamp(0, 255).permute(1, 2, 3, 0).numpy()  # noqa: E731
-        truth, made = to_pixels(clips[i:i + 1]), to_pixels(out)
+        truth, made = to_uint8(clips[i]).astype(float), to_uint8(out).astype(float)
         colour, size = COLOURS[scene.colour], truth.shape[2:0:-1]
         offsets = [torus_distance(p, q, size) for p, q in
                    ((centroid(truth[f], colour), centroid(made[f], colour)) for f in range(k))

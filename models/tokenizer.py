@@ -15,7 +15,7 @@ CLIP_CONTEXT = 77  # CLIP's text context, start and end tokens included
 
 
 @lru_cache(maxsize=1)
-def byte_level_alphabet() -> tuple[str, ...]:
+def _byte_level_alphabet() -> tuple[str, ...]:
     """The 256 printable stand-ins for bytes used by byte-level BPE (GPT-2/CLIP convention)."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
         list(range(ord("®"), ord("ÿ") + 1))
@@ -32,7 +32,7 @@ def byte_level_alphabet() -> tuple[str, ...]:
 def tiny_clip_tokenizer() -> CLIPTokenizer:
     """A byte-level CLIP tokenizer with no merges (one token per byte): it tokenizes any prompt,
     offline, with CLIP's normalisation, specials and 77-token context. Used by the ``tiny`` preset."""
-    alphabet = byte_level_alphabet()
+    alphabet = _byte_level_alphabet()
     vocab = {c: i for i, c in enumerate(alphabet)}
     vocab.update({c + "</w>": len(alphabet) + i for i, c in enumerate(alphabet)})
     vocab["<|startoftext|>"] = len(vocab)
@@ -43,6 +43,12 @@ def tiny_clip_tokenizer() -> CLIPTokenizer:
 def prompt_token_count(tokenizer: CLIPTokenizer, prompt: str) -> int:
     """Tokens the prompt takes including start and end tokens (CLIP's context holds 77)."""
     return len(tokenizer(prompt, truncation=False).input_ids)
+
+
+def word_symbols(word: str) -> list[str]:
+    """The symbols byte-level BPE starts a word from, before any merge: one per character, the
+    last marked as end of word ("left" -> l, e, f, t</w>)."""
+    return [*word[:-1], word[-1] + "</w>"]
 
 
 def extend_vocabulary(text_encoder: CLIPTextModel, old: CLIPTokenizer, new: CLIPTokenizer) -> None:
@@ -61,7 +67,7 @@ def extend_vocabulary(text_encoder: CLIPTextModel, old: CLIPTokenizer, new: CLIP
         for token, i in new_vocab.items():
             if token not in old_vocab:
                 stem = token.removesuffix("</w>")
-                symbols = list(stem) if stem == token else [*stem[:-1], stem[-1] + "</w>"]
+                symbols = list(stem) if stem == token else word_symbols(stem)
                 require(all(s in old_vocab for s in symbols), "tokenizer", token,
                         "new tokens made of the old vocabulary's symbols (byte-level BPE merges)")
                 weight[i] = embeddings[[old_vocab[s] for s in symbols]].mean(dim=0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from transformers import CLIPTokenizer
 
-from models.tokenizer import CLIP_CONTEXT, tiny_clip_tokenizer
+from models.tokenizer import CLIP_CONTEXT, tiny_clip_tokenizer, word_symbols
 from toyworld.scenes import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
 
 GLUE_WORDS = ("a", "moving", "spinning", "and", "on", "background")
@@ -50,7 +50,7 @@ def _chained_merges(words: list[str]) -> CLIPTokenizer:
     vocab = dict(tiny_clip_tokenizer().get_vocab())
     merges: list[tuple[str, str]] = []
     for word in words:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        symbols = word_symbols(word)
         joined = symbols[0]
         for nxt in symbols[1:]:
             if (joined, nxt) not in merges:
