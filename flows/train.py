@@ -72,6 +72,8 @@ def train_streamingt2v(
     fps: Annotated[float, Field(gt=0, le=120)] = 3.0,
     batch_size: Annotated[int, Field(ge=1)] = 8,
     lr: Annotated[float, Field(gt=0, le=1.0)] = 5e-5,
+    warmup_steps: Annotated[int, Field(ge=0)] = 0,
+    decay_steps: Annotated[int, Field(ge=0)] = 0,
     seed: Annotated[int, Field(ge=0)] = 0,
     checkpoint_every: Annotated[int, Field(ge=1)] = 100,
     mixed_precision: Precision = "no",
@@ -96,7 +98,8 @@ def train_streamingt2v(
     configs, previous = [], init
     for stage, n in zip(stages, counts):  # validate every stage before training any
         configs.append(TrainConfig(stage=stage, steps=n, init=previous, preset=preset, data=data, fps=fps,
-                                   batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every,
+                                   batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                                   decay_steps=decay_steps, seed=seed, checkpoint_every=checkpoint_every,
                                    mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
                                    train_text_encoder=train_text_encoder and stage == "base", dropout=dropout,
                                    timestep_sampling=timestep_sampling, offset_noise=offset_noise))

@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=3.0, help="frame rate clips are sampled at (paper: 3)")
     p.add_argument("--batch-size", type=int, default=8, help="global batch size (paper: 8)")
     p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (paper: 5e-5)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear lr warmup over the first N steps (0: none)")
+    p.add_argument("--decay-steps", type=int, default=0,
+                   help="linear lr decay to ~0 over the last N steps (0: constant lr, the paper's); adding it "
+                        "to a constant-lr run and re-running resumes into the decay")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--mixed-precision", default="no", help="no | bf16 | fp16")
@@ -54,7 +58,8 @@ def train_main(argv: list[str]) -> int:
         from training.run import TrainConfig
 
         config = TrainConfig(stage=args.stage, steps=args.steps, init=args.init, preset=args.preset, data=args.data,
-                             fps=args.fps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             fps=args.fps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+                             decay_steps=args.decay_steps, seed=args.seed,
                              checkpoint_every=args.checkpoint_every, mixed_precision=args.mixed_precision,
                              gradient_checkpointing=args.gradient_checkpointing,
                              train_text_encoder=args.train_text_encoder, timestep_sampling=args.timestep_sampling,

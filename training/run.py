@@ -51,6 +51,12 @@ class TrainConfig:
     fps: float = 3.0  # paper: 3 FPS clips
     batch_size: int = 8  # global, split across workers (paper: 8)
     lr: float = 5e-5  # paper: 5e-5
+    # Warmup-stable-decay: the lr rises linearly over the first ``warmup_steps`` and falls
+    # linearly over the last ``decay_steps``; 0 and 0 (the default) is the paper's constant lr.
+    # The lr is a function of the step and this config only (:meth:`learning_rate`), so adding a
+    # decay to a constant-lr run and resuming it equals running the decayed schedule from scratch.
+    warmup_steps: int = 0
+    decay_steps: int = 0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
@@ -72,6 +78,9 @@ class TrainConfig:
         require(self.steps >= 1, "steps", self.steps, "an integer >= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a learning rate > 0")
+        require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
+        require(0 <= self.decay_steps <= self.steps - self.warmup_steps, "decay_steps", self.decay_steps,
+                f"an integer in [0, steps - warmup_steps] = [0, {self.steps - self.warmup_steps}]")
         require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "an integer >= 1")
         require(self.mixed_precision in PRECISIONS, "mixed_precision", self.mixed_precision, f"one of {PRECISIONS}")
         require(self.fps > 0, "fps", self.fps, "a frame rate > 0")
@@ -84,6 +93,18 @@ class TrainConfig:
         require(self.tokenizer is None or self.train_text_encoder, "tokenizer", self.tokenizer,
                 "None unless the text encoder is trained (--train-text-encoder, base stage): its new "
                 "token embeddings must be learnt")
+
+    def learning_rate(self, step: int) -> float:
+        """The lr of optimiser step ``step`` (1-based): ``lr * step / warmup_steps`` during the
+        warmup, ``lr`` in between, ``lr * (steps - step + 1) / decay_steps`` during the decay (so
+        the last step still moves, at ``lr / decay_steps``)."""
+        factor = 1.0
+        if step <= self.warmup_steps:
+            factor = step / self.warmup_steps
+        left = self.steps - step + 1
+        if left <= self.decay_steps:
+            factor = min(factor, left / self.decay_steps)
+        return self.lr * max(factor, 0.0)
 
     def noise_draw(self) -> NoiseDraw:
         return NoiseDraw(self.timestep_sampling, self.offset_noise)
@@ -237,6 +258,10 @@ class TrainingRun:
             all_reduce(self.params)
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        # Set every step (not only at construction): a resumed run's optimizer state carries the
+        # lr it was saved with, and the schedule is the config's, not the checkpoint's.
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate(self.step + 1)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1

@@ -38,6 +38,7 @@ def test_two_stages_chain_and_a_rerun_resumes(prefect_harness, ray_local, tmp_pa
     (dict(stages=["cam"]), "init"),
     (dict(stages=["base"], mixed_precision="fp8"), "mixed_precision"),
     (dict(stages=["base"], batch_size=0), "batch_size"),
+    (dict(stages=["base", "cam"], steps=[100, 10], decay_steps=50), "decay_steps"),
 ])
 def test_invalid_parameters_are_rejected_before_any_work(prefect_harness, tmp_path, params, field):
     from flows.train import train_streamingt2v

@@ -1,4 +1,5 @@
-"""A training run's checkpoints remember the model they started from."""
+"""A training run's checkpoints remember the model they started from; its lr schedule is a
+function of the step and the config, so resuming into a decay equals training it from scratch."""
 
 from __future__ import annotations
 
@@ -51,3 +52,36 @@ def test_a_base_stage_with_the_toy_world_tokenizer_learns_its_words_and_resumes(
     assert resumed.step == 2
     for (name, a), b in zip(run.model.text_encoder.state_dict().items(), resumed.model.text_encoder.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_the_learning_rate_warms_up_holds_and_decays_as_configured():
+    config = TrainConfig(stage="base", steps=10, lr=1e-3, warmup_steps=2, decay_steps=4)
+    lrs = [config.learning_rate(s) for s in range(1, 11)]
+    assert lrs == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    assert [TrainConfig(stage="base", steps=3, lr=2e-4).learning_rate(s) for s in (1, 2, 3)] == [2e-4] * 3
+
+
+@pytest.mark.parametrize("field, values", [("warmup_steps", {"warmup_steps": -1}),
+                                           ("decay_steps", {"decay_steps": 11}),
+                                           ("decay_steps", {"warmup_steps": 5, "decay_steps": 6})])
+def test_a_schedule_longer_than_the_run_is_refused_naming_the_field(field, values):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(stage="base", steps=10, **values)
+    assert err.value.field == field
+    if field == "decay_steps":
+        assert f"[0, {10 - values.get('warmup_steps', 0)}]" in str(err.value)
+
+
+def test_adding_a_decay_and_resuming_a_constant_run_equals_the_decayed_run_from_scratch(tmp_path, tiny_base_dir):
+    """The lr is the config's at every step, not the one a checkpoint's optimizer state saved:
+    a run trained 2 steps at constant lr, then resumed with --decay-steps 2 to 4 steps, ends with
+    the same bits as 4 steps with the decay from the start (whose first 2 steps are at full lr)."""
+    common = dict(stage="cam", init=tiny_base_dir, batch_size=1, fps=10, lr=1e-3, checkpoint_every=1)
+    train_in_process(TrainConfig(steps=2, **common), tmp_path / "a", log=lambda *_: None)
+    resumed = train_in_process(TrainConfig(steps=4, decay_steps=2, **common), tmp_path / "a", log=lambda *_: None)
+    scratch = train_in_process(TrainConfig(steps=4, decay_steps=2, **common), tmp_path / "b", log=lambda *_: None)
+    constant = train_in_process(TrainConfig(steps=4, **common), tmp_path / "c", log=lambda *_: None)
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == [5e-4] * len(resumed.optimizer.param_groups)
+    a, b, c = resumed.trainable_state(), scratch.trainable_state(), constant.trainable_state()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # the decay did change the last two steps
