@@ -84,6 +84,7 @@ def train_streamingt2v(
     dropout_both: Annotated[float, Field(ge=0, le=1)] = 0.05,
     timestep_sampling: TimestepSampling = "uniform",
     offset_noise: Annotated[float, Field(ge=0, le=1)] = 0.0,
+    decoded_condition: bool = False,
     num_workers: Annotated[int, Field(ge=1)] = 1,
     use_gpu: bool = False,
     accelerator_type: str | None = None,
@@ -102,7 +103,8 @@ def train_streamingt2v(
                                    decay_steps=decay_steps, seed=seed, checkpoint_every=checkpoint_every,
                                    mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
                                    train_text_encoder=train_text_encoder and stage == "base", dropout=dropout,
-                                   timestep_sampling=timestep_sampling, offset_noise=offset_noise))
+                                   timestep_sampling=timestep_sampling, offset_noise=offset_noise,
+                                   decoded_condition=decoded_condition and stage in ("cam", "cam_apm", "conc_cond")))
         previous = storage.join(run_uri, stage, "model")
     results, lineage = {}, None
     for config in configs:

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--offset-noise", type=float, default=0.0,
                    help="std of a per-(video, channel) offset added to the training noise; 0 (paper) to 1. "
                         "Hides a clip's mean colour from x_t, so CAM has to carry it")
+    p.add_argument("--decoded-condition", action="store_true",
+                   help="cam / cam_apm / conc_cond: condition on frames decoded from the clip's latents, as "
+                        "sampling does, instead of the clip's frames (the paper's); matters with a lossy VAE")
     p.add_argument("--run-dir", required=True, help="checkpoints and metrics (local path or s3:// for --engine ray)")
     p.add_argument("--out", help="where the trained model is exported")
     p.add_argument("--engine", default="ray", help="ray (Ray Train TorchTrainer) | local (this process)")
@@ -63,7 +66,8 @@ def train_main(argv: list[str]) -> int:
                              checkpoint_every=args.checkpoint_every, mixed_precision=args.mixed_precision,
                              gradient_checkpointing=args.gradient_checkpointing,
                              train_text_encoder=args.train_text_encoder, timestep_sampling=args.timestep_sampling,
-                             offset_noise=args.offset_noise, tokenizer=args.tokenizer)
+                             offset_noise=args.offset_noise, tokenizer=args.tokenizer,
+                             decoded_condition=args.decoded_condition)
         if args.engine == "local":
             from pathlib import Path
 

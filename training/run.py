@@ -71,6 +71,9 @@ class TrainConfig:
     # 'toyworld': the base stage swaps in toyworld.vocabulary's tokenizer (one token per toy word)
     # and grows the text encoder's embeddings to match; the trained text encoder learns them.
     tokenizer: str | None = None
+    # Condition on frames decoded from the clip's latents, as sampling does (objectives.
+    # StreamingObjective.condition); False (the paper's) conditions on the clip's own frames.
+    decoded_condition: bool = False
 
     def __post_init__(self) -> None:
         require(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
@@ -89,6 +92,8 @@ class TrainConfig:
             require(self.init is not None, "init", None, f"a model directory to start stage {self.stage!r} from")
         require(not self.train_text_encoder or self.stage == "base", "train_text_encoder", True,
                 "False outside the base stage (CLIP stays frozen, paper Sec. 5.1)")
+        require(not self.decoded_condition or self.stage in ("cam", "cam_apm", "conc_cond"), "decoded_condition",
+                True, "False outside the stages with a chunk condition (cam, cam_apm, conc_cond)")
         require(self.tokenizer in TOKENIZERS, "tokenizer", self.tokenizer, f"one of {TOKENIZERS}")
         require(self.tokenizer is None or self.train_text_encoder, "tokenizer", self.tokenizer,
                 "None unless the text encoder is trained (--train-text-encoder, base stage): its new "
@@ -101,10 +106,9 @@ class TrainConfig:
         factor = 1.0
         if step <= self.warmup_steps:
             factor = step / self.warmup_steps
-        left = self.steps - step + 1
-        if left <= self.decay_steps:
-            factor = min(factor, left / self.decay_steps)
-        return self.lr * max(factor, 0.0)
+        if self.decay_steps > 0:  # steps past the end (a caller stepping on) stay at the last lr
+            factor = min(factor, max(self.steps - step + 1, 1) / self.decay_steps)
+        return self.lr * factor
 
     def noise_draw(self) -> NoiseDraw:
         return NoiseDraw(self.timestep_sampling, self.offset_noise)
@@ -216,7 +220,7 @@ class TrainingRun:
         self.init_fingerprint = init_fingerprint(init_dir)
         self.model = build_model(config, device, init_dir)
         self.objective: Objective = make_objective(config.stage, self.model, config.train_text_encoder,
-                                                   config.dropout, config.noise_draw())
+                                                   config.dropout, config.noise_draw(), config.decoded_condition)
         self.objective.freeze_all_but_trainable()
         if config.gradient_checkpointing:
             for name in ("unet", "vae"):

@@ -172,6 +172,7 @@ def test_refiner_clips_have_the_refinement_geometry():
     (dict(stage="base", steps=1, offset_noise=float("nan")), "offset_noise"),
     (dict(stage="base", steps=1, tokenizer="toyworld"), "tokenizer"),  # only with a trained text encoder
     (dict(stage="base", steps=1, train_text_encoder=True, tokenizer="words"), "tokenizer"),
+    (dict(stage="base", steps=1, decoded_condition=True), "decoded_condition"),  # no chunk condition
 ])
 def test_bad_config_names_the_field(kwargs, field):
     from models.errors import ConfigError
@@ -179,3 +180,28 @@ def test_bad_config_names_the_field(kwargs, field):
     with pytest.raises(ConfigError) as err:
         TrainConfig(**kwargs)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("stage", ["cam", "conc_cond"])
+def test_a_decoded_condition_is_what_sampling_gives_the_model(stage, init_dirs):
+    """--decoded-condition: CAM is conditioned on frames decoded from the clip's latents, and
+    Conc-Cond on those frames re-encoded, as sampling conditions a chunk on the previous chunk's
+    decoded frames (StreamingT2V.condition); the default is the clip's own frames (latents)."""
+    frames = torch.rand(2, 3, 16, 64, 64) * 2 - 1
+    captions = ["a red circle moving left on a striped background"] * 2
+    plain = TrainingRun(TrainConfig(stage=stage, steps=1, init=init_dirs[stage], batch_size=2))
+    decoded = TrainingRun(TrainConfig(stage=stage, steps=1, init=init_dirs[stage], batch_size=2,
+                                      decoded_condition=True))
+    m = decoded.model
+    latents = m.encode(frames)
+    k = m.cond_frames
+    sampled = m.decode(latents[:, :, :k])  # what a previous chunk with these latents hands on
+    expected = m.encode(sampled) if stage == "conc_cond" else sampled
+    assert torch.equal(decoded.objective.condition(frames, latents), expected)
+    own = latents[:, :, :k] if stage == "conc_cond" else frames[:, :, :k]
+    assert torch.equal(plain.objective.condition(frames, latents), own)
+    for _ in range(2):  # the same steps but for the condition: other weights (CAM's zero-initialised
+        plain.train_step(frames, captions)  # ends keep the condition out of the first step)
+        decoded.train_step(frames, captions)
+    a, b = plain.trainable_state(), decoded.trainable_state()
+    assert any(not torch.equal(a[name], b[name]) for name in a)

@@ -58,7 +58,8 @@ def test_the_learning_rate_warms_up_holds_and_decays_as_configured():
     config = TrainConfig(stage="base", steps=10, lr=1e-3, warmup_steps=2, decay_steps=4)
     lrs = [config.learning_rate(s) for s in range(1, 11)]
     assert lrs == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4])
-    assert [TrainConfig(stage="base", steps=3, lr=2e-4).learning_rate(s) for s in (1, 2, 3)] == [2e-4] * 3
+    assert config.learning_rate(11) == config.learning_rate(12) == pytest.approx(2.5e-4)  # stepping on
+    assert [TrainConfig(stage="base", steps=3, lr=2e-4).learning_rate(s) for s in (1, 2, 3, 4)] == [2e-4] * 4
 
 
 @pytest.mark.parametrize("field, values", [("warmup_steps", {"warmup_steps": -1}),
