@@ -20,7 +20,13 @@ carries its condition reproduces those frames, and the chunk joins without a jum
   change from the last conditioning frame to the first new frame, against the mean change
   between new frames.
 
-The conditioning frames are the clip after a VAE round trip, as generated frames are.
+The conditioning frames are the clip after a VAE round trip, as generated frames are. The
+teacher-forced target is, with ``--target reencoded`` (the default, session 10's figures), the
+latents of those frames; with ``--target source``, the latents they were decoded from, which is
+the situation at a chunk join in sampling: the previous chunk's latents are decoded, the new
+chunk is conditioned on those frames (Conc-Cond: re-encoded), and the chunk joins without a jump
+when it re-covers the previous latents themselves. The two differ by one VAE round trip; a model
+trained with ``--decoded-condition`` learns the source target.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from toyworld.scenes import COLOURS, render
 from toyworld.tracking import centroid, torus_distance
 
 CONDITIONS = ("own", "other", "zero")
+TARGETS = ("reencoded", "source")
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class ProbeConfig:
     steps: int = 25  # DDIM steps of the sampled chunk
     seed: int = 777
     fps: float = 10.0
+    target: str = "reencoded"  # teacher-forced target latents (module docstring)
 
     def __post_init__(self) -> None:
         require(1 <= self.num_clips <= len(HELD_OUT), "num_clips", self.num_clips, f"an integer in [1, {len(HELD_OUT)}]")
@@ -61,26 +69,34 @@ class ProbeConfig:
         require(all(w >= 0 for w in self.cfg_weights), "cfg_weights", self.cfg_weights, "weights >= 0")
         require(self.guidance >= 0, "guidance", self.guidance, ">= 0")
         require(self.steps >= 1, "steps", self.steps, "an integer >= 1")
+        require(self.target in TARGETS, "target", self.target, f"one of {TARGETS}")
 
 
-def probe_clips(model: StreamingT2V, config: ProbeConfig) -> tuple[torch.Tensor, list]:
+def probe_clips(model: StreamingT2V, config: ProbeConfig) -> tuple[torch.Tensor, torch.Tensor, list]:
     """Clips (n, 3, F, H, W) in [-1, 1], VAE round-tripped, of the first ``num_clips`` held-out
-    scenes at random start positions, and those scenes."""
+    scenes at random start positions; the latents they were decoded from; those scenes."""
     rng = np.random.default_rng(config.seed)
     video = model.video
     scenes = [replace(s, start=(float(rng.random()), float(rng.random()))) for s in HELD_OUT[:config.num_clips]]
     clips = [render(s, video.frames_per_chunk, config.fps, video.height) for s in scenes]
     x = torch.cat([from_uint8(c) for c in clips])
     with torch.no_grad():
-        return model.decode(model.encode(x.to(model.device, model.dtype))).float().cpu(), scenes
+        source = model.encode(x.to(model.device, model.dtype))
+        return model.decode(source).float().cpu(), source, scenes
 
 
 @torch.no_grad()
 def teacher_forced(model: StreamingT2V, clips: torch.Tensor, captions: list[str],
-                   config: ProbeConfig) -> list[dict]:
-    """One row per (t, condition, w): x0 MSE of the re-covered and of the new frames."""
+                   config: ProbeConfig, source: torch.Tensor | None = None) -> list[dict]:
+    """One row per (t, condition, w): x0 MSE of the re-covered and of the new frames. The target
+    is ``source`` (the latents ``clips`` were decoded from) for ``config.target == "source"``,
+    else the clips' own latents."""
     k, n = model.cond_frames, clips.shape[0]
-    latents = model.encode(clips.to(model.device, model.dtype))
+    if config.target == "source":
+        require(source is not None, "source", None, "the latents the clips were decoded from (target 'source')")
+        latents = source
+    else:
+        latents = model.encode(clips.to(model.device, model.dtype))
     text, null = model.encode_prompt(captions), model.encode_prompt([""] * n)
     scheduler = model.schedule.make_scheduler()
     generator = torch.Generator().manual_seed(config.seed)
@@ -127,14 +143,14 @@ def one_chunk(model: StreamingT2V, clips: torch.Tensor, scenes: list, config: Pr
 
 
 def probe(model: StreamingT2V, config: ProbeConfig = ProbeConfig()) -> dict:
-    clips, scenes = probe_clips(model, config)
-    return {"teacher_forced": teacher_forced(model, clips, [s.caption for s in scenes], config),
+    clips, source, scenes = probe_clips(model, config)
+    return {"teacher_forced": teacher_forced(model, clips, [s.caption for s in scenes], config, source),
             "one_chunk": one_chunk(model, clips, scenes, config)}
 
 
-def report(name: str, result: dict) -> str:
+def report(name: str, result: dict, target: str = "reencoded") -> str:
     """Plain-text summary of one model's probe."""
-    lines = [f"== {name}", "teacher-forced x0 MSE, re-covered / new frames:"]
+    lines = [f"== {name}", f"teacher-forced x0 MSE ({target} target), re-covered / new frames:"]
     by_t: dict[int, list[str]] = {}
     for r in result["teacher_forced"]:
         label = f"{r['condition']} w={r['w']:g}" if r["condition"] == "own" else r["condition"]
@@ -157,14 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=ProbeConfig.guidance)
     p.add_argument("--steps", type=int, default=ProbeConfig.steps)
     p.add_argument("--seed", type=int, default=ProbeConfig.seed)
+    p.add_argument("--target", default=ProbeConfig.target,
+                   help="teacher-forced target: reencoded (the frames' own latents) or source (the latents they "
+                        "were decoded from, as at a chunk join in sampling)")
     args = p.parse_args(argv)
     try:
-        config = ProbeConfig(num_clips=args.num_clips, guidance=args.guidance, steps=args.steps, seed=args.seed)
+        config = ProbeConfig(num_clips=args.num_clips, guidance=args.guidance, steps=args.steps, seed=args.seed,
+                             target=args.target)
     except ConfigError as err:
         print(f"conditioning_probe: error: {err}", file=sys.stderr)
         return 2
     for path in args.models:
-        print(report(path, probe(StreamingT2V.from_pretrained(path), config)), flush=True)
+        print(report(path, probe(StreamingT2V.from_pretrained(path), config), config.target), flush=True)
     return 0
 
 

@@ -4,9 +4,12 @@ ignores its condition, so own, other and no conditioning frames give the same pr
 
 from __future__ import annotations
 
-import pytest
+from dataclasses import replace
 
-from benchmarks.conditioning_probe import CONDITIONS, ProbeConfig, main, probe
+import pytest
+import torch
+
+from benchmarks.conditioning_probe import CONDITIONS, ProbeConfig, main, probe, probe_clips, teacher_forced
 from models.errors import ConfigError
 from models.streaming_t2v import StreamingT2V
 
@@ -41,3 +44,22 @@ def test_bad_settings_are_refused_naming_the_field(capsys):
     assert err.value.field == "timesteps"
     assert main(["some-model", "--steps", "0"]) == 2
     assert "steps" in capsys.readouterr().err
+    assert main(["some-model", "--target", "pixels"]) == 2
+    assert "target" in capsys.readouterr().err
+
+
+def test_the_source_target_is_the_latents_the_condition_was_decoded_from(tiny_cam_dir):
+    """target 'source' scores the prediction against the latents the clips were decoded from (a
+    chunk join in sampling), 'reencoded' against the decoded clips' own latents: one VAE round
+    trip apart, so the same prediction scores differently."""
+    model = StreamingT2V.from_pretrained(tiny_cam_dir)
+    config = ProbeConfig(num_clips=2, timesteps=(500,), cfg_weights=(1.0,), steps=1)
+    clips, source, scenes = probe_clips(model, config)
+    assert torch.equal(model.decode(source).float().cpu(), clips)
+    captions = [s.caption for s in scenes]
+    reencoded = teacher_forced(model, clips, captions, config, source)
+    sourced = teacher_forced(model, clips, captions, replace(config, target="source"), source)
+    assert [r["recovered"] for r in reencoded] != [r["recovered"] for r in sourced]
+    with pytest.raises(ConfigError) as err:
+        teacher_forced(model, clips, captions, replace(config, target="source"))
+    assert err.value.field == "source"
