@@ -26,7 +26,7 @@ from pydantic import Field
 
 from infra import storage
 from models.errors import require
-from training.objectives import STAGES, TIMESTEP_SAMPLING, Dropout
+from training.objectives import CONDITIONED_STAGES, STAGES, TIMESTEP_SAMPLING, Dropout
 from training.ray_train import RayTrainSettings, train_on_ray
 from training.run import PRECISIONS, TrainConfig
 
@@ -104,7 +104,7 @@ def train_streamingt2v(
                                    mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
                                    train_text_encoder=train_text_encoder and stage == "base", dropout=dropout,
                                    timestep_sampling=timestep_sampling, offset_noise=offset_noise,
-                                   decoded_condition=decoded_condition and stage in ("cam", "cam_apm", "conc_cond")))
+                                   decoded_condition=decoded_condition and stage in CONDITIONED_STAGES))
         previous = storage.join(run_uri, stage, "model")
     results, lineage = {}, None
     for config in configs:

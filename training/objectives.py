@@ -48,6 +48,7 @@ from models.video_ldm import VideoLDM
 
 Stage = Literal["vae", "base", "cam", "cam_apm", "conc_cond", "refiner"]
 STAGES: tuple[str, ...] = ("vae", "base", "cam", "cam_apm", "conc_cond", "refiner")
+CONDITIONED_STAGES: tuple[str, ...] = ("cam", "cam_apm", "conc_cond")  # a chunk condition (StreamingObjective)
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ class StreamingObjective(Objective):
 
     def __init__(self, model: StreamingT2V, stage: str, dropout: Dropout = Dropout(),
                  noise: NoiseDraw = NoiseDraw(), decoded_condition: bool = False) -> None:
-        require(stage in ("cam", "cam_apm", "conc_cond"), "stage", stage, "one of 'cam', 'cam_apm', 'conc_cond'")
+        require(stage in CONDITIONED_STAGES, "stage", stage, f"one of {CONDITIONED_STAGES}")
         require((stage == "conc_cond") == isinstance(model.unet, ConcCondUNet), "stage", stage,
                 "'conc_cond' exactly when the model is the Conc-Cond baseline")
         self.model = model

@@ -27,7 +27,7 @@ from models.streaming_t2v import StreamingT2V
 from models.tokenizer import extend_vocabulary
 from models.video_ldm import VideoLDM
 from training.data import TOYWORLD, ClipSource, ClipSpec, local_batches
-from training.objectives import STAGES, Dropout, NoiseDraw, Objective, clip_frames, make_objective
+from training.objectives import CONDITIONED_STAGES, STAGES, Dropout, NoiseDraw, Objective, clip_frames, make_objective
 
 PRECISIONS = ("no", "bf16", "fp16")
 TOKENIZERS = (None, "toyworld")  # None: the init model's (or the preset's) tokenizer
@@ -92,8 +92,8 @@ class TrainConfig:
             require(self.init is not None, "init", None, f"a model directory to start stage {self.stage!r} from")
         require(not self.train_text_encoder or self.stage == "base", "train_text_encoder", True,
                 "False outside the base stage (CLIP stays frozen, paper Sec. 5.1)")
-        require(not self.decoded_condition or self.stage in ("cam", "cam_apm", "conc_cond"), "decoded_condition",
-                True, "False outside the stages with a chunk condition (cam, cam_apm, conc_cond)")
+        require(not self.decoded_condition or self.stage in CONDITIONED_STAGES, "decoded_condition", True,
+                f"False outside the stages with a chunk condition {CONDITIONED_STAGES}")
         require(self.tokenizer in TOKENIZERS, "tokenizer", self.tokenizer, f"one of {TOKENIZERS}")
         require(self.tokenizer is None or self.train_text_encoder, "tokenizer", self.tokenizer,
                 "None unless the text encoder is trained (--train-text-encoder, base stage): its new "
