@@ -85,6 +85,7 @@ def train_streamingt2v(
     timestep_sampling: TimestepSampling = "uniform",
     offset_noise: Annotated[float, Field(ge=0, le=1)] = 0.0,
     decoded_condition: bool = False,
+    control_text: Literal["prompt", "empty"] | None = None,
     num_workers: Annotated[int, Field(ge=1)] = 1,
     use_gpu: bool = False,
     accelerator_type: str | None = None,
@@ -104,7 +105,8 @@ def train_streamingt2v(
                                    mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
                                    train_text_encoder=train_text_encoder and stage == "base", dropout=dropout,
                                    timestep_sampling=timestep_sampling, offset_noise=offset_noise,
-                                   decoded_condition=decoded_condition and stage in CONDITIONED_STAGES))
+                                   decoded_condition=decoded_condition and stage in CONDITIONED_STAGES,
+                                   control_text=control_text if stage == "cam" else None))
         previous = storage.join(run_uri, stage, "model")
     results, lineage = {}, None
     for config in configs:

@@ -22,6 +22,16 @@ starting at 1, 1/2, 1/4, ... P_out still starts at zero, so CAM with the bias st
 base model unchanged at initialisation. Without it, a CAM trained on a small budget re-covers
 the time average of its conditioning frames instead of each one (measured on the toy world: the
 object stands still over the re-covered frames and jumps back at every chunk join).
+
+The control branch is a copy of the UNet encoder, cross-attention included, and in the paper it
+reads the prompt like the main branch. With :attr:`CAMConfig.control_text` ``"empty"`` it reads
+the text encoder's encoding of the empty prompt instead, in every guidance branch: what it
+hands the skip connections then depends on the frames and x_t only, so classifier-free guidance
+(Eq. 13) cannot amplify a text/null difference in the re-covered frames. (Measured on the toy
+world: the paper's text-reading branch differs between the guidance branches on the frames it
+re-covers, and guidance 7.5 multiplies that difference into a jump at every chunk join.) The
+empty-prompt encoding is a non-persistent buffer that :class:`~models.streaming_t2v.StreamingT2V`
+sets from its frozen text encoder (:meth:`ConditionalAttentionModule.set_empty_text`).
 """
 
 from __future__ import annotations
@@ -38,6 +48,9 @@ from torch import nn
 from models.errors import require
 
 
+CONTROL_TEXTS = ("prompt", "empty")
+
+
 @dataclass(frozen=True)
 class CAMConfig:
     """CAM hyper-parameters. Defaults are the paper's (ModelScope sizes)."""
@@ -49,12 +62,16 @@ class CAMConfig:
     # Learned per-head bias -s_h |j - i| on Eq. 4's logits (module docstring); the paper's
     # attention (and the released checkpoint) has none.
     frame_distance_bias: bool = False
+    # What the control branch's cross-attention reads: "prompt" (the paper's) or "empty", the
+    # encoding of the empty prompt whatever the prompt (module docstring).
+    control_text: str = "prompt"
 
     def __post_init__(self) -> None:
         require(self.cond_frames >= 1, "cam.cond_frames", self.cond_frames, "an integer >= 1")
         require(len(self.frame_encoder_channels) >= 1 and all(c >= 1 for c in self.frame_encoder_channels),
                 "cam.frame_encoder_channels", self.frame_encoder_channels, "a non-empty tuple of positive ints")
         require(self.attention_head_dim >= 1, "cam.attention_head_dim", self.attention_head_dim, ">= 1")
+        require(self.control_text in CONTROL_TEXTS, "cam.control_text", self.control_text, f"one of {CONTROL_TEXTS}")
 
     @property
     def downsampling_factor(self) -> int:
@@ -264,6 +281,25 @@ class ConditionalAttentionModule(nn.Module):
             SkipMerger(c, cfg.norm_num_groups, config.attention_head_dim, distance_bias=config.frame_distance_bias)
             for c in skip_channels(unet)
         )
+        # (1, tokens, d): the empty prompt's encoding, for control_text "empty" (set_empty_text).
+        self.register_buffer("empty_text", None, persistent=False)
+
+    def set_empty_text(self, empty_text: torch.Tensor) -> None:
+        """The text encoder's encoding (1, tokens, d) of the empty prompt, which the control
+        branch reads with ``control_text="empty"``."""
+        require(empty_text.ndim == 3 and empty_text.shape[0] == 1, "empty_text", tuple(empty_text.shape),
+                "one encoded prompt, (1, tokens, d)")
+        self.empty_text = empty_text.detach()
+
+    def control_context(self, text: torch.Tensor) -> torch.Tensor:
+        """What the control branch's cross-attention reads for prompts encoded as ``text``."""
+        if self.config.control_text == "prompt":
+            return text
+        require(self.empty_text is not None, "cam.empty_text", None,
+                "the empty prompt's encoding (set_empty_text; StreamingT2V sets it) for control_text 'empty'")
+        require(self.empty_text.shape[1:] == text.shape[1:], "cam.empty_text", tuple(self.empty_text.shape),
+                f"(1, {text.shape[1]}, {text.shape[2]}), like the prompt encodings")
+        return self.empty_text.to(text.dtype).expand(text.shape[0], -1, -1)
 
     def encode_frames(self, cond_frames: torch.Tensor) -> EncodedFrames:
         """E_cond of the conditioning frames (b, 3, F_cond, H, W), for reuse across steps."""
@@ -272,10 +308,11 @@ class ConditionalAttentionModule(nn.Module):
     def features(self, sample: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
                  cond_frames: torch.Tensor | EncodedFrames) -> tuple[torch.Tensor, ...]:
         """CAM features x_CAM for every injection point. The control branch sees the first
-        ``F_cond`` frames of the noisy chunk latent, as in the reference implementation."""
+        ``F_cond`` frames of the noisy chunk latent, as in the reference implementation, and
+        reads the prompt or the empty prompt (:attr:`CAMConfig.control_text`)."""
         k = cond_frame_count(cond_frames)
         require(k <= sample.shape[2], "cond_frames", k, f"<= the chunk's frame count {sample.shape[2]}")
-        return self.control(sample[:, :, :k], timesteps, text, cond_frames)
+        return self.control(sample[:, :, :k], timesteps, self.control_context(text), cond_frames)
 
     def inject(self, skips: tuple[torch.Tensor, ...], mid: torch.Tensor, features: tuple[torch.Tensor, ...],
                frames: int, cond_frames: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:

@@ -50,6 +50,9 @@ class StreamingT2V(LatentVideoModel):
             require(unet.apm.config.image_embed_dim == image_encoder.config.projection_dim, "apm.image_embed_dim",
                     unet.apm.config.image_embed_dim, f"the image encoder's projection_dim "
                     f"({image_encoder.config.projection_dim})")
+            if cam.control_text == "empty":
+                with torch.no_grad():
+                    unet.cam.set_empty_text(self.encode_prompt([""]))
 
     @property
     def has_apm(self) -> bool:

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--decoded-condition", action="store_true",
                    help="cam / cam_apm / conc_cond: condition on frames decoded from the clip's latents, as "
                         "sampling does, instead of the clip's frames (the paper's); matters with a lossy VAE")
+    p.add_argument("--control-text", default=None, choices=("prompt", "empty"),
+                   help="stage cam: what CAM's control branch reads, the prompt (the paper's) or the empty "
+                        "prompt, so that guidance cannot amplify a text/null difference in it (default: the preset's)")
     p.add_argument("--run-dir", required=True, help="checkpoints and metrics (local path or s3:// for --engine ray)")
     p.add_argument("--out", help="where the trained model is exported")
     p.add_argument("--engine", default="ray", help="ray (Ray Train TorchTrainer) | local (this process)")
@@ -67,7 +70,7 @@ def train_main(argv: list[str]) -> int:
                              gradient_checkpointing=args.gradient_checkpointing,
                              train_text_encoder=args.train_text_encoder, timestep_sampling=args.timestep_sampling,
                              offset_noise=args.offset_noise, tokenizer=args.tokenizer,
-                             decoded_condition=args.decoded_condition)
+                             decoded_condition=args.decoded_condition, control_text=args.control_text)
         if args.engine == "local":
             from pathlib import Path
 

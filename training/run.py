@@ -19,6 +19,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from infra import storage
+from models.cam import CONTROL_TEXTS
 from models.conc_cond import ConcCondUNet
 from models.errors import ConfigError, require
 from models.presets import REFINE_GEOMETRY, get_preset
@@ -74,6 +75,10 @@ class TrainConfig:
     # Condition on frames decoded from the clip's latents, as sampling does (objectives.
     # StreamingObjective.condition); False (the paper's) conditions on the clip's own frames.
     decoded_condition: bool = False
+    # Stage ``cam``: what CAM's control branch reads, "prompt" (the paper's) or "empty"
+    # (models.cam.CAMConfig.control_text); None keeps the preset's. Later stages inherit it from
+    # their init model.
+    control_text: str | None = None
 
     def __post_init__(self) -> None:
         require(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
@@ -94,6 +99,10 @@ class TrainConfig:
                 "False outside the base stage (CLIP stays frozen, paper Sec. 5.1)")
         require(not self.decoded_condition or self.stage in CONDITIONED_STAGES, "decoded_condition", True,
                 f"False outside the stages with a chunk condition {CONDITIONED_STAGES}")
+        require(self.control_text is None or self.stage == "cam", "control_text", self.control_text,
+                "None outside stage 'cam' (later stages keep their init model's CAM)")
+        require(self.control_text in (None, *CONTROL_TEXTS), "control_text", self.control_text,
+                f"one of {CONTROL_TEXTS}")
         require(self.tokenizer in TOKENIZERS, "tokenizer", self.tokenizer, f"one of {TOKENIZERS}")
         require(self.tokenizer is None or self.train_text_encoder, "tokenizer", self.tokenizer,
                 "None unless the text encoder is trained (--train-text-encoder, base stage): its new "
@@ -155,7 +164,8 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
     with torch.device(device):
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**preset.image_encoder)).eval()
     if config.stage == "cam":
-        return StreamingT2V.from_video_ldm(base, image_encoder, preset.cam, preset.apm)
+        cam = preset.cam if config.control_text is None else replace(preset.cam, control_text=config.control_text)
+        return StreamingT2V.from_video_ldm(base, image_encoder, cam, preset.apm)
     unet = ConcCondUNet.from_base(base.unet, config.cond_frames or preset.cam.cond_frames).eval()
     return StreamingT2V(unet, base.vae, base.text_encoder, base.tokenizer, image_encoder, base.video, base.schedule)
 

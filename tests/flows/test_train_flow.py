@@ -15,11 +15,12 @@ def test_two_stages_chain_and_a_rerun_resumes(prefect_harness, ray_local, tmp_pa
 
     run_uri = str(tmp_path / "run")
     params = dict(stages=["cam", "cam_apm"], run_uri=run_uri, steps=[2, 1], init=tiny_base_dir, fps=10,
-                  batch_size=1, checkpoint_every=1, lr=1e-3)
+                  batch_size=1, checkpoint_every=1, lr=1e-3, control_text="empty")
     results = train_streamingt2v(**params)
     assert results["cam"]["step"] == 2 and results["cam_apm"]["step"] == 1
     model = StreamingT2V.from_pretrained(results["cam_apm"]["model"])
-    assert model.has_apm
+    # Stage cam_apm keeps the CAM stage cam trained, text-free control branch included.
+    assert model.has_apm and model.unet.cam.config.control_text == "empty"
     history = json.loads(storage.read_bytes(storage.join(results["cam"]["model"], "training.json")))["history"]
     assert [h[0] for h in history] == [1, 2]
 
@@ -39,6 +40,7 @@ def test_two_stages_chain_and_a_rerun_resumes(prefect_harness, ray_local, tmp_pa
     (dict(stages=["base"], mixed_precision="fp8"), "mixed_precision"),
     (dict(stages=["base"], batch_size=0), "batch_size"),
     (dict(stages=["base", "cam"], steps=[100, 10], decay_steps=50), "decay_steps"),
+    (dict(stages=["cam"], init="x", control_text="none"), "control_text"),
 ])
 def test_invalid_parameters_are_rejected_before_any_work(prefect_harness, tmp_path, params, field):
     from flows.train import train_streamingt2v

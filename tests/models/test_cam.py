@@ -199,3 +199,77 @@ def test_distance_bias_keeps_cam_a_no_op_at_initialisation(tiny_video_ldm):
     torch.nn.init.normal_(on.cam.control.frame_encoder.conv_out.weight, std=0.1)
     off.cam.control.frame_encoder.conv_out.weight.copy_(on.cam.control.frame_encoder.conv_out.weight)
     assert (on(x, 500, text, cond_frames=cond) - off(x, 500, text, cond_frames=cond)).abs().max() > 1e-4
+
+
+def _text_free(base, image_encoder):
+    """The tiny StreamingT2V with a text-free control branch (control_text='empty'), built as
+    training's stage cam builds it."""
+    from dataclasses import replace
+
+    from models.presets import TINY
+    from models.streaming_t2v import StreamingT2V
+
+    return StreamingT2V.from_video_ldm(base, image_encoder, replace(TINY.cam, control_text="empty"), TINY.apm)
+
+
+@torch.no_grad()
+def test_text_free_control_branch_reads_the_empty_prompt_whatever_the_prompt(tiny_streaming, tiny_video_ldm):
+    """control_text='empty': the control branch's features are those of the empty prompt's
+    encoding for every prompt, so the guidance branches of Eq. 13 get the same CAM features;
+    the paper's branch ('prompt') reads each prompt."""
+    model = _text_free(tiny_video_ldm, tiny_streaming.image_encoder)
+    cam = model.unet.cam
+    empty = model.encode_prompt([""])
+    torch.testing.assert_close(cam.empty_text, empty, rtol=0, atol=0)
+    x, _, cond = _inputs(tiny_streaming, batch=2)
+    text = model.encode_prompt(["a red circle moving left", "a blue square moving up"])
+    t = torch.tensor([500, 500])
+    got = cam.features(x, t, text, cond)
+    for a, b in zip(got, cam.features(x, t, torch.zeros_like(text), cond)):
+        assert torch.equal(a, b)
+    for a, b in zip(got, cam.control(x[:, :, :8], t, torch.cat([empty, empty]), cond)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    paper = tiny_streaming.unet.cam
+    assert paper.config.control_text == "prompt"
+    assert any((a - b).abs().max() > 1e-4 for a, b in zip(paper.features(x, t, text, cond),
+                                                         paper.features(x, t, torch.zeros_like(text), cond)))
+
+
+@torch.no_grad()
+def test_text_free_control_branch_keeps_cam_a_no_op_at_initialisation(tiny_streaming, tiny_video_ldm):
+    model = _text_free(tiny_video_ldm, tiny_streaming.image_encoder)
+    x, text, cond = _inputs(tiny_streaming)
+    expected = tiny_video_ldm.unet(x, 500, text).sample
+    torch.testing.assert_close(model.unet(x, 500, text, cond_frames=cond), expected, rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
+def test_text_free_control_branch_survives_save_and_load(tiny_streaming, tiny_video_ldm, tmp_path):
+    """The setting is in the saved UNet config; the empty prompt's encoding is not saved (a
+    non-persistent buffer) but recomputed from the loaded text encoder."""
+    from models.streaming_t2v import StreamingT2V
+
+    model = _text_free(tiny_video_ldm, tiny_streaming.image_encoder)
+    for module in (*[m.proj_out for m in model.unet.cam.mergers], model.unet.cam.control.frame_encoder.conv_out):
+        torch.nn.init.normal_(module.weight, std=0.1)  # "trained": CAM contributes
+    model.save_pretrained(tmp_path)
+    assert not any("empty_text" in k for k in model.unet.state_dict())
+    loaded = StreamingT2V.from_pretrained(tmp_path)
+    assert loaded.unet.cam.config.control_text == "empty"
+    torch.testing.assert_close(loaded.unet.cam.empty_text, model.unet.cam.empty_text, rtol=0, atol=0)
+    x, text, cond = _inputs(tiny_streaming)
+    torch.testing.assert_close(loaded.unet(x, 500, text, cond_frames=cond), model.unet(x, 500, text, cond_frames=cond),
+                               rtol=0, atol=1e-5)
+
+
+def test_control_text_errors_name_the_field(tiny_streaming, tiny_video_ldm):
+    from dataclasses import replace
+
+    from models.presets import TINY
+
+    with pytest.raises(ValueError, match=r"cam\.control_text='none': must be one of \('prompt', 'empty'\)"):
+        CAMConfig(control_text="none")
+    bare = StreamingT2VUNet.from_base(tiny_video_ldm.unet, replace(TINY.cam, control_text="empty"), TINY.apm)
+    x, text, cond = _inputs(tiny_streaming)
+    with pytest.raises(ValueError, match=r"cam\.empty_text=None: must be the empty prompt's encoding"):
+        bare(x, 500, text, cond_frames=cond)

@@ -42,11 +42,12 @@ def test_noise_schedule_and_condition_options_reach_the_exported_config(tmp_path
     out = tmp_path / "model"
     assert main(["train", "--engine", "local", "--stage", "cam", "--init", tiny_base_dir, "--steps", "2",
                  "--batch-size", "1", "--fps", "10", "--timestep-sampling", "cubic", "--offset-noise", "0.1",
-                 "--warmup-steps", "1", "--decay-steps", "1", "--decoded-condition",
+                 "--warmup-steps", "1", "--decay-steps", "1", "--decoded-condition", "--control-text", "empty",
                  "--run-dir", str(tmp_path / "run"), "--out", str(out)]) == 0
     config = json.loads((out / "training.json").read_text())["config"]
     assert (config["timestep_sampling"], config["offset_noise"]) == ("cubic", 0.1)
     assert (config["warmup_steps"], config["decay_steps"], config["decoded_condition"]) == (1, 1, True)
+    assert json.loads((out / "unet" / "config.json").read_text())["cam_config"]["control_text"] == "empty"
 
 
 def test_gradient_checkpointing_gives_the_same_step(tiny_base_dir):

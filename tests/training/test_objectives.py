@@ -173,6 +173,8 @@ def test_refiner_clips_have_the_refinement_geometry():
     (dict(stage="base", steps=1, tokenizer="toyworld"), "tokenizer"),  # only with a trained text encoder
     (dict(stage="base", steps=1, train_text_encoder=True, tokenizer="words"), "tokenizer"),
     (dict(stage="base", steps=1, decoded_condition=True), "decoded_condition"),  # no chunk condition
+    (dict(stage="cam", steps=1, init="x", control_text="none"), "control_text"),
+    (dict(stage="cam_apm", steps=1, init="x", control_text="empty"), "control_text"),  # inherits its init's
 ])
 def test_bad_config_names_the_field(kwargs, field):
     from models.errors import ConfigError
