@@ -25,6 +25,7 @@ from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
 from infra import storage
+from models.cam import CONTROL_TEXTS
 from models.errors import require
 from training.objectives import CONDITIONED_STAGES, STAGES, TIMESTEP_SAMPLING, Dropout
 from training.ray_train import RayTrainSettings, train_on_ray
@@ -34,6 +35,7 @@ from training.run import PRECISIONS, TrainConfig
 StageName = Literal[STAGES]
 Precision = Literal[PRECISIONS]
 TimestepSampling = Literal[TIMESTEP_SAMPLING]
+ControlText = Literal[CONTROL_TEXTS]
 
 
 @task
@@ -85,7 +87,7 @@ def train_streamingt2v(
     timestep_sampling: TimestepSampling = "uniform",
     offset_noise: Annotated[float, Field(ge=0, le=1)] = 0.0,
     decoded_condition: bool = False,
-    control_text: Literal["prompt", "empty"] | None = None,
+    control_text: ControlText | None = None,
     num_workers: Annotated[int, Field(ge=1)] = 1,
     use_gpu: bool = False,
     accelerator_type: str | None = None,

@@ -45,9 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--decoded-condition", action="store_true",
                    help="cam / cam_apm / conc_cond: condition on frames decoded from the clip's latents, as "
                         "sampling does, instead of the clip's frames (the paper's); matters with a lossy VAE")
-    p.add_argument("--control-text", default=None, choices=("prompt", "empty"),
-                   help="stage cam: what CAM's control branch reads, the prompt (the paper's) or the empty "
-                        "prompt, so that guidance cannot amplify a text/null difference in it (default: the preset's)")
+    p.add_argument("--control-text", default=None,
+                   help="stage cam: what CAM's control branch reads, prompt (the paper's) or empty (the empty "
+                        "prompt's encoding, so that guidance cannot amplify a text/null difference in it); default: "
+                        "the preset's")
     p.add_argument("--run-dir", required=True, help="checkpoints and metrics (local path or s3:// for --engine ray)")
     p.add_argument("--out", help="where the trained model is exported")
     p.add_argument("--engine", default="ray", help="ray (Ray Train TorchTrainer) | local (this process)")

@@ -36,6 +36,9 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, capsys):
     assert "offset_noise" in capsys.readouterr().err
     assert main(["train", "--stage", "base", "--steps", "10", "--decay-steps", "20", "--run-dir", str(tmp_path)]) == 2
     assert "decay_steps" in capsys.readouterr().err
+    assert main(["train", "--stage", "cam", "--init", "x", "--steps", "1", "--control-text", "none",
+                 "--run-dir", str(tmp_path)]) == 2
+    assert "control_text" in capsys.readouterr().err
 
 
 def test_noise_schedule_and_condition_options_reach_the_exported_config(tmp_path, tiny_base_dir):
