@@ -10,8 +10,12 @@ every stage from its newest checkpoint (a finished stage is only re-exported). A
 checkpoints live under ``run_uri/<stage>/from/<version of the earlier stage's model>``: when an
 earlier stage was trained further (more ``steps``), the later stages start afresh from its new
 model instead of continuing weights trained on the old one. (Checkpoints also record a
-fingerprint of their init model; ``streamingt2v train`` refuses to resume after it changed.) The loss curve of each stage becomes a Prefect
-table artifact.
+fingerprint of their init model; ``streamingt2v train`` refuses to resume after it changed.) The
+loss curve of each stage becomes a Prefect table artifact.
+
+A ``clip`` stage (a CLIP trained on the data, where no released one fits) starts from scratch and
+is not the next stage's init: the stages after it embed APM's anchor with its image tower
+(``image_encoder``), e.g. ``["clip", "cam", "cam_apm"]`` with ``init`` the Video-LDM.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ def train_streamingt2v(
     offset_noise: Annotated[float, Field(ge=0, le=1)] = 0.0,
     decoded_condition: bool = False,
     control_text: ControlText | None = None,
+    image_encoder: str | None = None,
     num_workers: Annotated[int, Field(ge=1)] = 1,
     use_gpu: bool = False,
     accelerator_type: str | None = None,
@@ -101,6 +106,13 @@ def train_streamingt2v(
                                 ray_address=ray_address)
     configs, previous = [], init
     for stage, n in zip(stages, counts):  # validate every stage before training any
+        if stage == "clip":  # trained from scratch; later stages embed their anchors with it
+            configs.append(TrainConfig(stage=stage, steps=n, preset=preset, data=data, fps=fps,
+                                       batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                                       decay_steps=decay_steps, seed=seed, checkpoint_every=checkpoint_every,
+                                       mixed_precision=mixed_precision))
+            image_encoder = storage.join(run_uri, stage, "model")
+            continue
         configs.append(TrainConfig(stage=stage, steps=n, init=previous, preset=preset, data=data, fps=fps,
                                    batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                                    decay_steps=decay_steps, seed=seed, checkpoint_every=checkpoint_every,
@@ -108,7 +120,8 @@ def train_streamingt2v(
                                    train_text_encoder=train_text_encoder and stage == "base", dropout=dropout,
                                    timestep_sampling=timestep_sampling, offset_noise=offset_noise,
                                    decoded_condition=decoded_condition and stage in CONDITIONED_STAGES,
-                                   control_text=control_text if stage == "cam" else None))
+                                   control_text=control_text if stage == "cam" else None,
+                                   image_encoder=image_encoder if stage in CONDITIONED_STAGES else None))
         previous = storage.join(run_uri, stage, "model")
     results, lineage = {}, None
     for config in configs:

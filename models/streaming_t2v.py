@@ -11,12 +11,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from transformers import (CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection)
 
 from models.apm import APMConfig
 from models.cam import CAMConfig, EncodedFrames
+from models.clip_image import clip_pixel_values
 from models.conc_cond import ConcCondUNet
 from models.errors import require
 from models.guidance import GuidanceWeights, multi_conditioned_cfg, text_cfg
@@ -25,10 +25,6 @@ from models.presets import ModelPreset, VideoConfig, get_preset
 from models.schedule import VIDEO_LDM_SCHEDULE, NoiseSchedule
 from models.streaming_unet import StreamingT2VUNet
 from models.video_ldm import VideoLDM, unet_factor
-
-# CLIP's image normalisation (OpenAI / OpenCLIP ViT-H).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class StreamingT2V(LatentVideoModel):
@@ -76,12 +72,8 @@ class StreamingT2V(LatentVideoModel):
     def anchor_embeds(self, frames: torch.Tensor) -> torch.Tensor:
         """CLIP image embeddings (b, e) of anchor frames (b, 3, H, W) in [-1, 1]: resized to the
         encoder's input size (bicubic, antialiased) and CLIP-normalised."""
-        size = self.image_encoder.config.image_size
-        x = (frames.float() + 1) / 2
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=True, antialias=True)
-        mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-        pixels = ((x - mean) / std).to(self.image_encoder.device, self.image_encoder.dtype)
+        pixels = clip_pixel_values(frames, self.image_encoder.config.image_size)
+        pixels = pixels.to(self.image_encoder.device, self.image_encoder.dtype)
         return self.image_encoder(pixel_values=pixels).image_embeds.to(self.dtype)
 
     def null_anchor_embeds(self, batch: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ EXIT_BAD_INPUT = 2
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamingt2v train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", required=True, help="vae | base | cam | cam_apm | conc_cond | refiner")
+    p.add_argument("--stage", required=True, help="vae | base | cam | cam_apm | conc_cond | refiner | clip")
     p.add_argument("--steps", type=int, required=True, help="total optimiser steps of the stage")
     p.add_argument("--init", help="model directory the stage starts from")
     p.add_argument("--preset", default="tiny")
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="stage cam: what CAM's control branch reads, prompt (the paper's) or empty (the empty "
                         "prompt's encoding, so that guidance cannot amplify a text/null difference in it); default: "
                         "the preset's")
+    p.add_argument("--image-encoder", default=None,
+                   help="cam / conc_cond / cam_apm: the CLIP (directory or hub id) whose image tower embeds APM's "
+                        "anchor, e.g. a --stage clip result; default: the init model's, else the preset's")
     p.add_argument("--run-dir", required=True, help="checkpoints and metrics (local path or s3:// for --engine ray)")
     p.add_argument("--out", help="where the trained model is exported")
     p.add_argument("--engine", default="ray", help="ray (Ray Train TorchTrainer) | local (this process)")
@@ -71,7 +74,8 @@ def train_main(argv: list[str]) -> int:
                              gradient_checkpointing=args.gradient_checkpointing,
                              train_text_encoder=args.train_text_encoder, timestep_sampling=args.timestep_sampling,
                              offset_noise=args.offset_noise, tokenizer=args.tokenizer,
-                             decoded_condition=args.decoded_condition, control_text=args.control_text)
+                             decoded_condition=args.decoded_condition, control_text=args.control_text,
+                             image_encoder=args.image_encoder)
         if args.engine == "local":
             from pathlib import Path
 

@@ -15,6 +15,9 @@ Stages, in the order a model is built:
   -> empty 5%, anchor -> zero image 5%, both 5% (the nulls of Eq. 13).
 * ``conc_cond``: the Conc-Cond baseline (App. D.1) on the same 16-frame task as ``cam``; the
   whole UNet is fine-tuned (it must learn to read its new input channels).
+* ``clip``: the CLIP model whose image tower embeds APM's anchor (only where no released CLIP
+  fits, e.g. the toy world): CLIP's contrastive loss between one random frame of each clip (the
+  anchor range 1..F) and the clip's caption, both towers trained from the start.
 * ``refiner``: the high-resolution video model of the refinement stage (paper: MS-Vid2Vid-XL),
   i.e. the ``base`` objective on clips at the refinement geometry (the canvas and the 24-frame
   chunk of Sec. 4.3), starting from a trained Video-LDM.
@@ -40,14 +43,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.clip_image import CLIPPair
 from models.conc_cond import ConcCondUNet
 from models.errors import require
 from models.schedule import NoiseSchedule
 from models.streaming_t2v import StreamingT2V
 from models.video_ldm import VideoLDM
 
-Stage = Literal["vae", "base", "cam", "cam_apm", "conc_cond", "refiner"]
-STAGES: tuple[str, ...] = ("vae", "base", "cam", "cam_apm", "conc_cond", "refiner")
+Stage = Literal["vae", "base", "cam", "cam_apm", "conc_cond", "refiner", "clip"]
+STAGES: tuple[str, ...] = ("vae", "base", "cam", "cam_apm", "conc_cond", "refiner", "clip")
 CONDITIONED_STAGES: tuple[str, ...] = ("cam", "cam_apm", "conc_cond")  # a chunk condition (StreamingObjective)
 
 
@@ -307,12 +311,35 @@ class StreamingObjective(Objective):
         return F.mse_loss(m.unet(noisy, t, text, image, self.condition(frames, latents)).float(), eps.float())
 
 
-def make_objective(stage: str, model: VideoLDM | StreamingT2V, train_text_encoder: bool = False,
+class CLIPObjective(Objective):
+    """CLIP's symmetric contrastive loss (Radford et al. 2021) between one frame of each clip,
+    drawn uniformly from its F frames as stage 2 draws the anchor, and the clip's caption."""
+
+    stage = "clip"
+
+    def __init__(self, model: CLIPPair) -> None:
+        self.model = model
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"clip": self.model.model}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.model.parameters())
+
+    def loss(self, frames: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
+        b = frames.shape[0]
+        pick = torch.randint(0, frames.shape[2], (b,), generator=generator)
+        return self.model.contrastive_loss(frames[torch.arange(b), :, pick], captions)
+
+
+def make_objective(stage: str, model: VideoLDM | StreamingT2V | CLIPPair, train_text_encoder: bool = False,
                    dropout: Dropout = Dropout(), noise: NoiseDraw = NoiseDraw(),
                    decoded_condition: bool = False) -> Objective:
     require(stage in STAGES, "stage", stage, f"one of {STAGES}")
     if stage == "vae":
         return VAEObjective(model)
+    if stage == "clip":
+        return CLIPObjective(model)
     if stage in ("base", "refiner"):
         return BaseObjective(model, train_text_encoder, stage=stage, noise=noise)
     return StreamingObjective(model, stage, dropout, noise, decoded_condition)

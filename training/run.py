@@ -20,6 +20,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from infra import storage
 from models.cam import CONTROL_TEXTS
+from models.clip_image import CLIPPair, load_image_encoder
 from models.conc_cond import ConcCondUNet
 from models.errors import ConfigError, require
 from models.presets import REFINE_GEOMETRY, get_preset
@@ -79,6 +80,10 @@ class TrainConfig:
     # (models.cam.CAMConfig.control_text); None keeps the preset's. Later stages inherit it from
     # their init model.
     control_text: str | None = None
+    # Stages cam / conc_cond / cam_apm: the CLIP (directory or hub id; its image tower) whose
+    # embeddings APM reads, e.g. the toy world's ``clip`` stage result. None: the init model's
+    # (cam_apm), else the preset's released CLIP, else a random tower (the tiny preset).
+    image_encoder: str | None = None
 
     def __post_init__(self) -> None:
         require(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
@@ -103,6 +108,8 @@ class TrainConfig:
                 "None outside stage 'cam' (later stages keep their init model's CAM)")
         require(self.control_text in (None, *CONTROL_TEXTS), "control_text", self.control_text,
                 f"one of {CONTROL_TEXTS}")
+        require(self.image_encoder is None or self.stage in CONDITIONED_STAGES, "image_encoder", self.image_encoder,
+                f"None outside the stages with an anchor model {CONDITIONED_STAGES}")
         require(self.tokenizer in TOKENIZERS, "tokenizer", self.tokenizer, f"one of {TOKENIZERS}")
         require(self.tokenizer is None or self.train_text_encoder, "tokenizer", self.tokenizer,
                 "None unless the text encoder is trained (--train-text-encoder, base stage): its new "
@@ -137,10 +144,15 @@ class TrainConfig:
         return cls(**{**values, "dropout": Dropout(**values.get("dropout", {}))})
 
 
-def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None = None) -> VideoLDM | StreamingT2V:
+def build_model(config: TrainConfig, device: str = "cpu",
+                init_dir: str | None = None) -> VideoLDM | StreamingT2V | CLIPPair:
     """The model a stage starts from; ``init_dir`` is the local copy of ``config.init`` (default:
     :func:`local_init` of it)."""
     preset = get_preset(config.preset)
+    if config.stage == "clip":
+        if config.init is None:
+            return CLIPPair.from_preset(preset, seed=config.seed, device=device)
+        return _load_or_refuse(CLIPPair, config, init_dir or local_init(config.init), device=device)
     if config.stage == "base" and config.tokenizer is not None:
         return with_tokenizer(build_model(replace(config, tokenizer=None), device, init_dir), config.tokenizer)
     if config.stage == "vae" or (config.stage == "base" and config.init is None):
@@ -148,26 +160,45 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
     init_dir = init_dir or local_init(config.init)
 
     def load(model_class):
-        try:
-            return model_class.from_pretrained(init_dir, torch_dtype=MASTER_DTYPE, device=device)
-        except (OSError, ValueError) as exc:
-            raise ConfigError("init", config.init, f"a loadable model directory ({type(exc).__name__})") from exc
+        return _load_or_refuse(model_class, config, init_dir, torch_dtype=MASTER_DTYPE, device=device)
 
     if config.stage in ("base", "refiner"):
         return load(VideoLDM)
     if config.stage == "cam_apm":
         model = load(StreamingT2V)
         require(model.has_apm, "init", config.init, "a CAM model (stage cam's output), not Conc-Cond")
+        if config.image_encoder is not None:
+            model.image_encoder = _image_encoder(config, device)
         return model
     base = load(VideoLDM)
     torch.manual_seed(config.seed)
-    with torch.device(device):
-        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**preset.image_encoder)).eval()
+    source = config.image_encoder or preset.image_encoder_id
+    if source is not None:
+        image_encoder = _image_encoder(replace(config, image_encoder=source), device)
+    else:
+        with torch.device(device):
+            image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**preset.image_encoder)).eval()
     if config.stage == "cam":
         cam = preset.cam if config.control_text is None else replace(preset.cam, control_text=config.control_text)
         return StreamingT2V.from_video_ldm(base, image_encoder, cam, preset.apm)
     unet = ConcCondUNet.from_base(base.unet, config.cond_frames or preset.cam.cond_frames).eval()
     return StreamingT2V(unet, base.vae, base.text_encoder, base.tokenizer, image_encoder, base.video, base.schedule)
+
+
+def _load_or_refuse(model_class, config: TrainConfig, init_dir: str, **kwargs):
+    try:
+        return model_class.from_pretrained(init_dir, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("init", config.init, f"a loadable model directory ({type(exc).__name__})") from exc
+
+
+def _image_encoder(config: TrainConfig, device: str) -> CLIPVisionModelWithProjection:
+    """The image tower of ``config.image_encoder``, frozen like all of CLIP (paper Sec. 5.1)."""
+    try:
+        return load_image_encoder(local_init(config.image_encoder), device=device, torch_dtype=MASTER_DTYPE)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("image_encoder", config.image_encoder,
+                          f"a CLIP model directory or hub id ({type(exc).__name__})") from exc
 
 
 def with_tokenizer(model: VideoLDM, name: str) -> VideoLDM:
@@ -210,6 +241,14 @@ def init_fingerprint(init_dir: str | None) -> str | None:
     return digest.hexdigest()
 
 
+def combined_fingerprint(init: str | None, image_encoder: str) -> str:
+    """The init fingerprint extended by the image encoder's: its files' when it is a directory
+    (local or on an object store), else its hub id."""
+    local = "://" in image_encoder or Path(image_encoder.removeprefix("file://")).exists()
+    part = init_fingerprint(local_init(image_encoder)) if local else image_encoder
+    return hashlib.sha256(f"{init}:{part}".encode()).hexdigest()
+
+
 def fetch_model_dir(uri: str) -> str:
     """A local copy of a model directory on an object store (the loaders read local files)."""
     fs, path = storage.filesystem(uri)
@@ -228,6 +267,8 @@ class TrainingRun:
         self.device = torch.device(device)
         init_dir = local_init(config.init)
         self.init_fingerprint = init_fingerprint(init_dir)
+        if config.image_encoder is not None:  # the anchor embeddings are part of what a run starts from
+            self.init_fingerprint = combined_fingerprint(self.init_fingerprint, config.image_encoder)
         self.model = build_model(config, device, init_dir)
         self.objective: Objective = make_objective(config.stage, self.model, config.train_text_encoder,
                                                    config.dropout, config.noise_draw(), config.decoded_condition)

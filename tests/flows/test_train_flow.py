@@ -33,6 +33,24 @@ def test_two_stages_chain_and_a_rerun_resumes(prefect_harness, ray_local, tmp_pa
     assert len(versions) == 2 and again["cam_apm"]["step"] == 1
 
 
+def test_a_clip_stage_embeds_the_anchors_of_the_stages_after_it(prefect_harness, ray_local, tmp_path, tiny_base_dir):
+    """["clip", "cam"]: the CLIP is trained from scratch and is not cam's init (the Video-LDM is);
+    cam's model embeds anchors with the CLIP's image tower."""
+    import torch
+
+    from flows.train import train_streamingt2v
+    from models.clip_image import load_image_encoder
+    from models.streaming_t2v import StreamingT2V
+
+    results = train_streamingt2v(stages=["clip", "cam"], run_uri=str(tmp_path / "run"), steps=[1, 1],
+                                 init=tiny_base_dir, fps=10, batch_size=2, checkpoint_every=1)
+    tower = load_image_encoder(results["clip"]["model"])
+    model = StreamingT2V.from_pretrained(results["cam"]["model"])
+    assert all(torch.equal(a, b) for a, b in zip(tower.state_dict().values(), model.image_encoder.state_dict().values()))
+    config = json.loads(storage.read_bytes(storage.join(results["cam"]["model"], "training.json")))["config"]
+    assert (config["init"], config["image_encoder"]) == (tiny_base_dir, results["clip"]["model"])
+
+
 @pytest.mark.parametrize("params,field", [
     (dict(stages=["warp"]), "stages"),
     (dict(stages=["cam", "cam_apm"], steps=[1]), "steps"),

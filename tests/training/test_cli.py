@@ -53,6 +53,24 @@ def test_noise_schedule_and_condition_options_reach_the_exported_config(tmp_path
     assert json.loads((out / "unet" / "config.json").read_text())["cam_config"]["control_text"] == "empty"
 
 
+def test_a_clip_stage_exports_the_clip_a_cam_stage_then_takes_with_image_encoder(tmp_path, tiny_base_dir):
+    import torch
+
+    from models.clip_image import load_image_encoder
+    from models.streaming_t2v import StreamingT2V
+
+    clip = tmp_path / "clip"
+    assert main(["train", "--engine", "local", "--stage", "clip", "--steps", "2", "--batch-size", "4", "--fps", "10",
+                 "--run-dir", str(tmp_path / "clip-run"), "--out", str(clip)]) == 0
+    assert json.loads((clip / "training.json").read_text())["stage"] == "clip"
+    out = tmp_path / "cam"
+    assert main(["train", "--engine", "local", "--stage", "cam", "--init", tiny_base_dir, "--steps", "1",
+                 "--batch-size", "1", "--fps", "10", "--image-encoder", str(clip),
+                 "--run-dir", str(tmp_path / "cam-run"), "--out", str(out)]) == 0
+    tower, used = load_image_encoder(clip), StreamingT2V.from_pretrained(out).image_encoder
+    assert all(torch.equal(a, b) for a, b in zip(tower.state_dict().values(), used.state_dict().values()))
+
+
 def test_gradient_checkpointing_gives_the_same_step(tiny_base_dir):
     import torch
 

@@ -30,10 +30,11 @@ TRAINABLE = {
     "cam_apm": lambda n: n.startswith("unet.") and not _main_temporal(n),
     "conc_cond": lambda n: n.startswith("unet."),
     "refiner": lambda n: n.startswith("unet."),
+    "clip": lambda n: n.startswith("clip."),
 }
 
 
-@pytest.mark.parametrize("stage", ["vae", "base", "cam", "cam_apm", "conc_cond", "refiner"])
+@pytest.mark.parametrize("stage", ["vae", "base", "cam", "cam_apm", "conc_cond", "refiner", "clip"])
 def test_only_the_stage_parameters_change(stage, init_dirs):
     config = TrainConfig(stage=stage, steps=2, init=init_dirs[stage], batch_size=2, fps=10, lr=1e-3,
                          train_text_encoder=stage == "base", dropout=Dropout(0.3, 0.3, 0.3))
@@ -54,7 +55,7 @@ def test_only_the_stage_parameters_change(stage, init_dirs):
         assert all(k in changed for k in before if k.startswith("unet.cam.mergers.") and "proj_out" in k)
 
 
-@pytest.mark.parametrize("stage", ["base", "cam"])
+@pytest.mark.parametrize("stage", ["base", "cam", "clip"])
 def test_training_lowers_the_loss_on_a_fixed_batch(stage, init_dirs):
     torch.manual_seed(0)
     config = TrainConfig(stage=stage, steps=15, init=init_dirs[stage], batch_size=2, fps=10, lr=2e-3)
@@ -175,6 +176,7 @@ def test_refiner_clips_have_the_refinement_geometry():
     (dict(stage="base", steps=1, decoded_condition=True), "decoded_condition"),  # no chunk condition
     (dict(stage="cam", steps=1, init="x", control_text="none"), "control_text"),
     (dict(stage="cam_apm", steps=1, init="x", control_text="empty"), "control_text"),  # inherits its init's
+    (dict(stage="base", steps=1, image_encoder="clip-dir"), "image_encoder"),  # no anchor model
 ])
 def test_bad_config_names_the_field(kwargs, field):
     from models.errors import ConfigError

@@ -86,3 +86,34 @@ def test_adding_a_decay_and_resuming_a_constant_run_equals_the_decayed_run_from_
     a, b, c = resumed.trainable_state(), scratch.trainable_state(), constant.trainable_state()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)  # the decay did change the last two steps
+
+
+def test_an_image_encoder_option_gives_the_anchor_model_that_clip_and_keeps_it_frozen(tmp_path, tiny_cam_dir):
+    """--image-encoder: stage 2 embeds anchors with the given CLIP's image tower (e.g. a
+    ``--stage clip`` result), trains without touching it, exports it, and a checkpoint trained
+    with one CLIP is not resumed with another."""
+    from models.clip_image import CLIPPair, load_image_encoder
+    from models.streaming_t2v import StreamingT2V
+
+    for seed in (1, 2):
+        CLIPPair.from_preset("tiny", seed=seed).save_pretrained(tmp_path / f"clip{seed}")
+    config = TrainConfig(stage="cam_apm", steps=1, init=tiny_cam_dir, batch_size=1, fps=10, checkpoint_every=1,
+                         image_encoder=str(tmp_path / "clip1"))
+    train_in_process(config, tmp_path / "run", out=tmp_path / "model", log=lambda *_: None)
+    tower = load_image_encoder(tmp_path / "clip1")
+    exported = StreamingT2V.from_pretrained(tmp_path / "model").image_encoder
+    for (name, a), b in zip(tower.state_dict().items(), exported.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    TrainingRun(config).load_checkpoint(latest_checkpoint(tmp_path / "run"))  # same CLIP: resumes
+    other = TrainConfig(**{**config.to_dict(), "dropout": config.dropout, "image_encoder": str(tmp_path / "clip2")})
+    with pytest.raises(ConfigError) as err:
+        TrainingRun(other).load_checkpoint(latest_checkpoint(tmp_path / "run"))
+    assert err.value.field == "init"
+
+
+def test_a_missing_image_encoder_is_refused_naming_the_field(tmp_path, tiny_base_dir):
+    config = TrainConfig(stage="cam", steps=1, init=tiny_base_dir, image_encoder=str(tmp_path / "no-clip"))
+    with pytest.raises(ConfigError) as err:
+        TrainingRun(config)
+    assert err.value.field == "image_encoder"
