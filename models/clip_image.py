@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, CLIPVisionModelWithProjection
+from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer,
+                          CLIPVisionModelWithProjection)
 
 from models.presets import ModelPreset, get_preset
 from models.tokenizer import tiny_clip_tokenizer
@@ -67,8 +68,14 @@ class CLIPPair:
         return cls(model, CLIPTokenizer.from_pretrained(path))
 
     def save_pretrained(self, path: str | Path) -> None:
+        """The model, and a ``CLIPProcessor`` (this tokenizer, an image processor to the tower's
+        input size with CLIP's normalisation), so that ``AutoProcessor`` loads the directory as it
+        loads a released CLIP (e.g. for the CLIP-score metric)."""
         self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
+        s = self.image_size
+        images = CLIPImageProcessor(size={"shortest_edge": s}, crop_size={"height": s, "width": s},
+                                    image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+        CLIPProcessor(image_processor=images, tokenizer=self.tokenizer).save_pretrained(path)
 
     @property
     def image_size(self) -> int:

@@ -56,3 +56,16 @@ def test_the_contrastive_loss_is_lowest_for_matching_pairs():
         matched = pair.contrastive_loss(frames, captions)
         shuffled = pair.contrastive_loss(frames, captions[1:] + captions[:1])
     assert matched < 0.5 * torch.log(torch.tensor(4.0)) < shuffled
+
+
+def test_a_saved_clip_is_a_standard_clip_directory_for_the_clip_score(tmp_path):
+    """AutoProcessor and CLIPModel load it as a released CLIP, so evaluation's CLIP score can
+    use the toy CLIP on toy videos."""
+    import numpy as np
+
+    from evaluation.metrics import clip_score
+
+    CLIPPair.from_preset("tiny", seed=3).save_pretrained(tmp_path / "clip")
+    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    score = clip_score(frames, "a red circle moving left on a striped background", str(tmp_path / "clip"))
+    assert -100 <= score <= 100
