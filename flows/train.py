@@ -106,17 +106,14 @@ def train_streamingt2v(
                                 ray_address=ray_address)
     configs, previous = [], init
     for stage, n in zip(stages, counts):  # validate every stage before training any
+        common = dict(stage=stage, steps=n, preset=preset, data=data, fps=fps, batch_size=batch_size, lr=lr,
+                      warmup_steps=warmup_steps, decay_steps=decay_steps, seed=seed,
+                      checkpoint_every=checkpoint_every, mixed_precision=mixed_precision)
         if stage == "clip":  # trained from scratch; later stages embed their anchors with it
-            configs.append(TrainConfig(stage=stage, steps=n, preset=preset, data=data, fps=fps,
-                                       batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
-                                       decay_steps=decay_steps, seed=seed, checkpoint_every=checkpoint_every,
-                                       mixed_precision=mixed_precision))
+            configs.append(TrainConfig(**common))
             image_encoder = storage.join(run_uri, stage, "model")
             continue
-        configs.append(TrainConfig(stage=stage, steps=n, init=previous, preset=preset, data=data, fps=fps,
-                                   batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
-                                   decay_steps=decay_steps, seed=seed, checkpoint_every=checkpoint_every,
-                                   mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
+        configs.append(TrainConfig(**common, init=previous, gradient_checkpointing=gradient_checkpointing,
                                    train_text_encoder=train_text_encoder and stage == "base", dropout=dropout,
                                    timestep_sampling=timestep_sampling, offset_noise=offset_noise,
                                    decoded_condition=decoded_condition and stage in CONDITIONED_STAGES,

@@ -144,10 +144,10 @@ class TrainConfig:
         return cls(**{**values, "dropout": Dropout(**values.get("dropout", {}))})
 
 
-def build_model(config: TrainConfig, device: str = "cpu",
-                init_dir: str | None = None) -> VideoLDM | StreamingT2V | CLIPPair:
-    """The model a stage starts from; ``init_dir`` is the local copy of ``config.init`` (default:
-    :func:`local_init` of it)."""
+def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None = None,
+                image_encoder_dir: str | None = None) -> VideoLDM | StreamingT2V | CLIPPair:
+    """The model a stage starts from; ``init_dir`` and ``image_encoder_dir`` are the local copies
+    of ``config.init`` and ``config.image_encoder`` (default: :func:`local_init` of them)."""
     preset = get_preset(config.preset)
     if config.stage == "clip":
         if config.init is None:
@@ -158,6 +158,7 @@ def build_model(config: TrainConfig, device: str = "cpu",
     if config.stage == "vae" or (config.stage == "base" and config.init is None):
         return VideoLDM.from_preset(preset, seed=config.seed, device=device)
     init_dir = init_dir or local_init(config.init)
+    image_encoder_dir = image_encoder_dir or local_init(config.image_encoder)
 
     def load(model_class):
         return _load_or_refuse(model_class, config, init_dir, torch_dtype=MASTER_DTYPE, device=device)
@@ -167,14 +168,14 @@ def build_model(config: TrainConfig, device: str = "cpu",
     if config.stage == "cam_apm":
         model = load(StreamingT2V)
         require(model.has_apm, "init", config.init, "a CAM model (stage cam's output), not Conc-Cond")
-        if config.image_encoder is not None:
-            model.image_encoder = _image_encoder(config, device)
+        if image_encoder_dir is not None:
+            model.image_encoder = _image_encoder(image_encoder_dir, config, device)
         return model
     base = load(VideoLDM)
     torch.manual_seed(config.seed)
-    source = config.image_encoder or preset.image_encoder_id
+    source = image_encoder_dir or preset.image_encoder_id
     if source is not None:
-        image_encoder = _image_encoder(replace(config, image_encoder=source), device)
+        image_encoder = _image_encoder(source, config, device)
     else:
         with torch.device(device):
             image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**preset.image_encoder)).eval()
@@ -192,12 +193,13 @@ def _load_or_refuse(model_class, config: TrainConfig, init_dir: str, **kwargs):
         raise ConfigError("init", config.init, f"a loadable model directory ({type(exc).__name__})") from exc
 
 
-def _image_encoder(config: TrainConfig, device: str) -> CLIPVisionModelWithProjection:
-    """The image tower of ``config.image_encoder``, frozen like all of CLIP (paper Sec. 5.1)."""
+def _image_encoder(source: str, config: TrainConfig, device: str) -> CLIPVisionModelWithProjection:
+    """The image tower of the CLIP at ``source`` (a local directory or hub id), frozen like all of
+    CLIP (paper Sec. 5.1)."""
     try:
-        return load_image_encoder(local_init(config.image_encoder), device=device, torch_dtype=MASTER_DTYPE)
+        return load_image_encoder(source, device=device, torch_dtype=MASTER_DTYPE)
     except (OSError, ValueError) as exc:
-        raise ConfigError("image_encoder", config.image_encoder,
+        raise ConfigError("image_encoder", config.image_encoder or source,
                           f"a CLIP model directory or hub id ({type(exc).__name__})") from exc
 
 
@@ -242,10 +244,9 @@ def init_fingerprint(init_dir: str | None) -> str | None:
 
 
 def combined_fingerprint(init: str | None, image_encoder: str) -> str:
-    """The init fingerprint extended by the image encoder's: its files' when it is a directory
-    (local or on an object store), else its hub id."""
-    local = "://" in image_encoder or Path(image_encoder.removeprefix("file://")).exists()
-    part = init_fingerprint(local_init(image_encoder)) if local else image_encoder
+    """The init fingerprint extended by the image encoder's (``image_encoder``: its local copy,
+    :func:`local_init`): its files' when it is a directory, else its hub id."""
+    part = init_fingerprint(image_encoder) if Path(image_encoder).exists() else image_encoder
     return hashlib.sha256(f"{init}:{part}".encode()).hexdigest()
 
 
@@ -267,9 +268,10 @@ class TrainingRun:
         self.device = torch.device(device)
         init_dir = local_init(config.init)
         self.init_fingerprint = init_fingerprint(init_dir)
-        if config.image_encoder is not None:  # the anchor embeddings are part of what a run starts from
-            self.init_fingerprint = combined_fingerprint(self.init_fingerprint, config.image_encoder)
-        self.model = build_model(config, device, init_dir)
+        image_encoder_dir = local_init(config.image_encoder)  # fetched once, like the init
+        if image_encoder_dir is not None:  # the anchor embeddings are part of what a run starts from
+            self.init_fingerprint = combined_fingerprint(self.init_fingerprint, image_encoder_dir)
+        self.model = build_model(config, device, init_dir, image_encoder_dir)
         self.objective: Objective = make_objective(config.stage, self.model, config.train_text_encoder,
                                                    config.dropout, config.noise_draw(), config.decoded_condition)
         self.objective.freeze_all_but_trainable()
