@@ -91,6 +91,7 @@ def train_streamingt2v(
     timestep_sampling: TimestepSampling = "uniform",
     offset_noise: Annotated[float, Field(ge=0, le=1)] = 0.0,
     decoded_condition: bool = False,
+    condition_noise: Annotated[float, Field(ge=0, le=1)] = 0.0,
     control_text: ControlText | None = None,
     image_encoder: str | None = None,
     num_workers: Annotated[int, Field(ge=1)] = 1,
@@ -117,6 +118,7 @@ def train_streamingt2v(
                                    train_text_encoder=train_text_encoder and stage == "base", dropout=dropout,
                                    timestep_sampling=timestep_sampling, offset_noise=offset_noise,
                                    decoded_condition=decoded_condition and stage in CONDITIONED_STAGES,
+                                   condition_noise=condition_noise if stage in CONDITIONED_STAGES else 0.0,
                                    control_text=control_text if stage == "cam" else None,
                                    image_encoder=image_encoder if stage in CONDITIONED_STAGES else None))
         previous = storage.join(run_uri, stage, "model")

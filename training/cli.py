@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--decoded-condition", action="store_true",
                    help="cam / cam_apm / conc_cond: condition on frames decoded from the clip's latents, as "
                         "sampling does, instead of the clip's frames (the paper's); matters with a lossy VAE")
+    p.add_argument("--condition-noise", type=float, default=0.0,
+                   help="with --decoded-condition: degrade the conditioning latents by N(0, s^2), s ~ U(0, this) per "
+                        "clip, before decoding; 0 (paper) to 1. A stand-in for a long video's drift, so that stage 2's "
+                        "APM learns to use its anchor")
     p.add_argument("--control-text", default=None,
                    help="stage cam: what CAM's control branch reads, prompt (the paper's) or empty (the empty "
                         "prompt's encoding, so that guidance cannot amplify a text/null difference in it); default: "
@@ -74,7 +78,8 @@ def train_main(argv: list[str]) -> int:
                              gradient_checkpointing=args.gradient_checkpointing,
                              train_text_encoder=args.train_text_encoder, timestep_sampling=args.timestep_sampling,
                              offset_noise=args.offset_noise, tokenizer=args.tokenizer,
-                             decoded_condition=args.decoded_condition, control_text=args.control_text,
+                             decoded_condition=args.decoded_condition, condition_noise=args.condition_noise,
+                             control_text=args.control_text,
                              image_encoder=args.image_encoder)
         if args.engine == "local":
             from pathlib import Path

@@ -250,12 +250,41 @@ def _main_temporal_parameters(model: StreamingT2V) -> set[int]:
     return ids
 
 
+def check_condition_noise(condition_noise: float, decoded_condition: bool) -> None:
+    require(math.isfinite(condition_noise) and 0 <= condition_noise <= 1, "condition_noise", condition_noise,
+            "a largest standard deviation in [0, 1] (0: the paper's clean condition)")
+    require(condition_noise == 0 or decoded_condition, "condition_noise", condition_noise,
+            "0 unless decoded_condition is on (it degrades the latents the condition is decoded from)")
+
+
+def degrade_condition(latents: torch.Tensor, smax: float, generator: torch.Generator) -> torch.Tensor:
+    """The conditioning latents plus N(0, s^2) noise, s ~ U(0, smax) drawn once per clip (beyond
+    the paper, like offset noise).
+
+    Why: in the paper's stage-2 task the conditioning frames 17-24 already show the anchor's scene
+    (the toy CLIP scores a clip's frames 1 and 25 at cosine 0.983), so the anchor adds nothing
+    the condition does not carry, APM's gates alpha_l get no consistent gradient and stay at
+    their zero init. At sampling the condition is the model's own last chunk, which drifts from
+    the anchor over hundreds of frames; a degraded condition is a stand-in for that drift, where
+    the anchor is what tells the model the scene's appearance. s ~ U(0, smax) keeps clean
+    conditions (s near 0) in the mix, the ones sampling's first extensions see. The latents of
+    the toy-world VAE (and of any LDM VAE after its scaling factor) have unit variance, so smax
+    is relative to the signal.
+    """
+    b = latents.shape[0]
+    s = smax * torch.rand(b, generator=generator).view(b, *(1,) * (latents.dim() - 1))
+    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
+    return latents + (s * noise).to(latents.device, latents.dtype)
+
+
 class StreamingObjective(Objective):
     """Stage 1 (``cam``), stage 2 (``cam_apm``) and the Conc-Cond baseline (``conc_cond``)."""
 
     def __init__(self, model: StreamingT2V, stage: str, dropout: Dropout = Dropout(),
-                 noise: NoiseDraw = NoiseDraw(), decoded_condition: bool = False) -> None:
+                 noise: NoiseDraw = NoiseDraw(), decoded_condition: bool = False,
+                 condition_noise: float = 0.0) -> None:
         require(stage in CONDITIONED_STAGES, "stage", stage, f"one of {CONDITIONED_STAGES}")
+        check_condition_noise(condition_noise, decoded_condition)
         require((stage == "conc_cond") == isinstance(model.unet, ConcCondUNet), "stage", stage,
                 "'conc_cond' exactly when the model is the Conc-Cond baseline")
         self.model = model
@@ -263,19 +292,28 @@ class StreamingObjective(Objective):
         self.dropout = dropout if stage == "cam_apm" else Dropout(text=dropout.text, anchor=0.0, both=0.0)
         self.noise = noise
         self.decoded_condition = decoded_condition
+        self.condition_noise = condition_noise
 
-    def condition(self, frames: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    def condition(self, frames: torch.Tensor, latents: torch.Tensor,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
         """The chunk condition of a training clip: its first F_cond frames (CAM) or their latents
         (Conc-Cond). With ``decoded_condition``, what sampling gives the model instead: frames
         decoded from latents (sampling decodes the previous chunk's latents, and Conc-Cond
         re-encodes those frames). The target stays the clip's latents, so the model learns to
         re-cover the latents its condition was decoded from, which at sampling are the previous
         chunk's own; trained on the clip's frames it re-covers encode(decode(z)) instead, one VAE
-        round trip away (on the toy world a latent error of 0.028, variance 0.82)."""
+        round trip away (on the toy world a latent error of 0.028, variance 0.82).
+
+        With ``condition_noise`` > 0 the latents are first degraded (:func:`degrade_condition`,
+        drawn from ``generator``), while the target stays the clip's own."""
         k = self.model.cond_frames
         if not self.decoded_condition:
             return latents[:, :, :k] if self.stage == "conc_cond" else frames[:, :, :k]
-        decoded = self.model.decode(latents[:, :, :k]).to(frames.dtype)
+        z = latents[:, :, :k]
+        if self.condition_noise > 0:
+            require(generator is not None, "generator", None, "the step's generator (condition_noise > 0 draws)")
+            z = degrade_condition(z, self.condition_noise, generator)
+        decoded = self.model.decode(z).to(frames.dtype)
         return self.model.encode(decoded) if self.stage == "conc_cond" else decoded
 
     def modules(self) -> dict[str, nn.Module]:
@@ -308,7 +346,8 @@ class StreamingObjective(Objective):
             frames = frames[:, :, f:]  # frames F+1..2F are the chunk; F+1..F+F_cond condition it
         latents = m.encode(frames)
         noisy, t, eps = noise_and_target(m.schedule, latents, generator, self.noise)
-        return F.mse_loss(m.unet(noisy, t, text, image, self.condition(frames, latents)).float(), eps.float())
+        return F.mse_loss(m.unet(noisy, t, text, image, self.condition(frames, latents, generator)).float(),
+                          eps.float())
 
 
 class CLIPObjective(Objective):
@@ -334,7 +373,7 @@ class CLIPObjective(Objective):
 
 def make_objective(stage: str, model: VideoLDM | StreamingT2V | CLIPPair, train_text_encoder: bool = False,
                    dropout: Dropout = Dropout(), noise: NoiseDraw = NoiseDraw(),
-                   decoded_condition: bool = False) -> Objective:
+                   decoded_condition: bool = False, condition_noise: float = 0.0) -> Objective:
     require(stage in STAGES, "stage", stage, f"one of {STAGES}")
     if stage == "vae":
         return VAEObjective(model)
@@ -342,4 +381,4 @@ def make_objective(stage: str, model: VideoLDM | StreamingT2V | CLIPPair, train_
         return CLIPObjective(model)
     if stage in ("base", "refiner"):
         return BaseObjective(model, train_text_encoder, stage=stage, noise=noise)
-    return StreamingObjective(model, stage, dropout, noise, decoded_condition)
+    return StreamingObjective(model, stage, dropout, noise, decoded_condition, condition_noise)

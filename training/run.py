@@ -29,7 +29,8 @@ from models.streaming_t2v import StreamingT2V
 from models.tokenizer import extend_vocabulary
 from models.video_ldm import VideoLDM
 from training.data import TOYWORLD, ClipSource, ClipSpec, local_batches
-from training.objectives import CONDITIONED_STAGES, STAGES, Dropout, NoiseDraw, Objective, clip_frames, make_objective
+from training.objectives import (CONDITIONED_STAGES, STAGES, Dropout, NoiseDraw, Objective, check_condition_noise,
+                                 clip_frames, make_objective)
 
 PRECISIONS = ("no", "bf16", "fp16")
 TOKENIZERS = (None, "toyworld")  # None: the init model's (or the preset's) tokenizer
@@ -76,6 +77,11 @@ class TrainConfig:
     # Condition on frames decoded from the clip's latents, as sampling does (objectives.
     # StreamingObjective.condition); False (the paper's) conditions on the clip's own frames.
     decoded_condition: bool = False
+    # Stages with a chunk condition, with decoded_condition: the largest std of the noise added to
+    # the conditioning latents before decoding, s ~ U(0, condition_noise) per clip (objectives.
+    # degrade_condition); 0 (the paper's) leaves the condition clean. A stand-in for the drift of
+    # a long video's own chunks, against which APM's anchor is the appearance reference.
+    condition_noise: float = 0.0
     # Stage ``cam``: what CAM's control branch reads, "prompt" (the paper's) or "empty"
     # (models.cam.CAMConfig.control_text); None keeps the preset's. Later stages inherit it from
     # their init model.
@@ -104,6 +110,7 @@ class TrainConfig:
                 "False outside the base stage (CLIP stays frozen, paper Sec. 5.1)")
         require(not self.decoded_condition or self.stage in CONDITIONED_STAGES, "decoded_condition", True,
                 f"False outside the stages with a chunk condition {CONDITIONED_STAGES}")
+        check_condition_noise(self.condition_noise, self.decoded_condition)
         require(self.control_text is None or self.stage == "cam", "control_text", self.control_text,
                 "None outside stage 'cam' (later stages keep their init model's CAM)")
         require(self.control_text in (None, *CONTROL_TEXTS), "control_text", self.control_text,
@@ -273,7 +280,8 @@ class TrainingRun:
             self.init_fingerprint = combined_fingerprint(self.init_fingerprint, image_encoder_dir)
         self.model = build_model(config, device, init_dir, image_encoder_dir)
         self.objective: Objective = make_objective(config.stage, self.model, config.train_text_encoder,
-                                                   config.dropout, config.noise_draw(), config.decoded_condition)
+                                                   config.dropout, config.noise_draw(), config.decoded_condition,
+                                                   config.condition_noise)
         self.objective.freeze_all_but_trainable()
         if config.gradient_checkpointing:
             for name in ("unet", "vae"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from training.data import local_batches
-from training.objectives import Dropout, draw_noise, sample_timesteps
+from training.objectives import Dropout, degrade_condition, draw_noise, sample_timesteps
 from training.run import TrainConfig, TrainingRun
 
 
@@ -177,6 +177,9 @@ def test_refiner_clips_have_the_refinement_geometry():
     (dict(stage="cam", steps=1, init="x", control_text="none"), "control_text"),
     (dict(stage="cam_apm", steps=1, init="x", control_text="empty"), "control_text"),  # inherits its init's
     (dict(stage="base", steps=1, image_encoder="clip-dir"), "image_encoder"),  # no anchor model
+    (dict(stage="cam_apm", steps=1, init="x", condition_noise=0.5), "condition_noise"),  # not decoded
+    (dict(stage="cam_apm", steps=1, init="x", decoded_condition=True, condition_noise=1.5), "condition_noise"),
+    (dict(stage="cam", steps=1, init="x", decoded_condition=True, condition_noise=float("nan")), "condition_noise"),
 ])
 def test_bad_config_names_the_field(kwargs, field):
     from models.errors import ConfigError
@@ -208,4 +211,55 @@ def test_a_decoded_condition_is_what_sampling_gives_the_model(stage, init_dirs):
         plain.train_step(frames, captions)  # ends keep the condition out of the first step)
         decoded.train_step(frames, captions)
     a, b = plain.trainable_state(), decoded.trainable_state()
+    assert any(not torch.equal(a[name], b[name]) for name in a)
+
+
+def test_a_degraded_condition_adds_one_noise_level_per_clip():
+    """degrade_condition: z + s * N(0, I) with s ~ U(0, smax) drawn once per clip, so each clip's
+    residual is white with its own std, and the stds spread over [0, smax]."""
+    z = torch.randn(300, 4, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    degraded = degrade_condition(z, 0.8, torch.Generator().manual_seed(1))
+    stds = (degraded - z).flatten(1).std(dim=1)
+    assert stds.min() >= 0 and stds.max() <= 0.8 * 1.1
+    assert abs(stds.mean().item() - 0.4) < 0.05  # the mean of U(0, 0.8)
+    per_frame = (degraded - z).std(dim=(1, 3, 4))  # the same level in every frame of a clip
+    assert torch.allclose(per_frame, stds[:, None].expand_as(per_frame), rtol=0.25, atol=0.02)
+
+
+@pytest.mark.parametrize("stage", ["cam_apm", "conc_cond"])
+def test_condition_noise_degrades_the_condition_not_the_target(stage, init_dirs):
+    """--condition-noise: the condition is decoded (Conc-Cond: re-encoded) from the degraded
+    latents, drawn from the step's generator right after the training noise; the loss's target
+    (the noise added to the clip's own latents) is the same as without the option, and with 0
+    nothing more is drawn, so runs without it continue bit for bit."""
+    from models.schedule import NoiseSchedule
+    from training.objectives import noise_and_target
+
+    frames = torch.rand(2, 3, 32 if stage == "cam_apm" else 16, 64, 64) * 2 - 1
+    base = dict(stage=stage, steps=1, init=init_dirs[stage], batch_size=2, decoded_condition=True)
+    plain = TrainingRun(TrainConfig(**base))
+    noisy = TrainingRun(TrainConfig(**base, condition_noise=0.7))
+    m = noisy.model
+    chunk = frames[:, :, 16:] if stage == "cam_apm" else frames
+    latents = m.encode(chunk)
+    k = m.cond_frames
+    g = torch.Generator().manual_seed(4)
+    expected = m.decode(degrade_condition(latents[:, :, :k], 0.7, g))
+    expected = m.encode(expected) if stage == "conc_cond" else expected
+    got = noisy.objective.condition(chunk, latents, torch.Generator().manual_seed(4))
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, plain.objective.condition(chunk, latents))
+    g = torch.Generator().manual_seed(4)
+    plain.objective.condition(chunk, latents, g)  # condition_noise = 0 draws nothing
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(4).get_state())
+    # the target: both objectives draw t and eps first, from the same stream
+    a, b = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    schedule = NoiseSchedule()
+    assert all(torch.equal(x, y) for x, y in zip(noise_and_target(schedule, latents, a),
+                                                 noise_and_target(schedule, latents, b)))
+    captions = ["a red circle moving left on a striped background"] * 2
+    for _ in range(2):  # the loss reads the degraded condition (CAM's zero-initialised ends keep
+        plain.train_step(frames, captions)  # any condition out of the first step)
+        noisy.train_step(frames, captions)
+    a, b = plain.trainable_state(), noisy.trainable_state()
     assert any(not torch.equal(a[name], b[name]) for name in a)
