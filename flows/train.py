@@ -92,6 +92,7 @@ def train_streamingt2v(
     offset_noise: Annotated[float, Field(ge=0, le=1)] = 0.0,
     decoded_condition: bool = False,
     condition_noise: Annotated[float, Field(ge=0, le=1)] = 0.0,
+    apm_lr: Annotated[float, Field(gt=0, le=1.0)] | None = None,
     control_text: ControlText | None = None,
     image_encoder: str | None = None,
     num_workers: Annotated[int, Field(ge=1)] = 1,
@@ -119,6 +120,7 @@ def train_streamingt2v(
                                    timestep_sampling=timestep_sampling, offset_noise=offset_noise,
                                    decoded_condition=decoded_condition and stage in CONDITIONED_STAGES,
                                    condition_noise=condition_noise if stage in CONDITIONED_STAGES else 0.0,
+                                   apm_lr=apm_lr if stage == "cam_apm" else None,
                                    control_text=control_text if stage == "cam" else None,
                                    image_encoder=image_encoder if stage in CONDITIONED_STAGES else None))
         previous = storage.join(run_uri, stage, "model")

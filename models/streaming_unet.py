@@ -17,6 +17,7 @@ from diffusers import UNet3DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
+from torch import nn
 
 from models.apm import AppearancePreservationModule, APMConfig
 from models.cam import CAMConfig, ConditionalAttentionModule, EncodedFrames, cond_frame_count
@@ -71,6 +72,11 @@ class StreamingT2VUNet(ModelMixin, ConfigMixin):
     @property
     def cond_frames(self) -> int:
         return self.cam.config.cond_frames
+
+    def apm_parameters(self) -> list[nn.Parameter]:
+        """APM's parameters: the resampler, the token mixer(s) and every layer's alpha_l (Eq. 6)."""
+        processors = self.unet.attn_processors
+        return list(self.apm.parameters()) + [p for n in self.apm_layers for p in processors[n].parameters()]
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, text_embeds: torch.Tensor,
                 image_embeds: torch.Tensor | None = None,

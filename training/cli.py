@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --decoded-condition: degrade the conditioning latents by N(0, s^2), s ~ U(0, this) per "
                         "clip, before decoding; 0 (paper) to 1. A stand-in for a long video's drift, so that stage 2's "
                         "APM learns to use its anchor")
+    p.add_argument("--apm-lr", type=float, default=None,
+                   help="cam_apm: the learning rate of APM's gates, resampler and mixer (default: --lr, the paper's); "
+                        "a zero-initialised gate moves at most about its lr per step")
     p.add_argument("--control-text", default=None,
                    help="stage cam: what CAM's control branch reads, prompt (the paper's) or empty (the empty "
                         "prompt's encoding, so that guidance cannot amplify a text/null difference in it); default: "
@@ -79,6 +82,7 @@ def train_main(argv: list[str]) -> int:
                              train_text_encoder=args.train_text_encoder, timestep_sampling=args.timestep_sampling,
                              offset_noise=args.offset_noise, tokenizer=args.tokenizer,
                              decoded_condition=args.decoded_condition, condition_noise=args.condition_noise,
+                             apm_lr=args.apm_lr,
                              control_text=args.control_text,
                              image_encoder=args.image_encoder)
         if args.engine == "local":

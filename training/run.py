@@ -90,6 +90,11 @@ class TrainConfig:
     # embeddings APM reads, e.g. the toy world's ``clip`` stage result. None: the init model's
     # (cam_apm), else the preset's released CLIP, else a random tower (the tiny preset).
     image_encoder: str | None = None
+    # Stage ``cam_apm``: the learning rate of APM's parameters (alpha_l, resampler, mixer); None:
+    # ``lr``, the paper's one rate. The warmup/decay schedule scales both alike. Beyond the paper:
+    # Adam moves a zero-initialised gate by at most about ``lr`` per step, so at 1e-4 a 1000-step
+    # run cannot open SiLU(alpha_l) (Eq. 6) far enough for the anchor to matter.
+    apm_lr: float | None = None
 
     def __post_init__(self) -> None:
         require(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
@@ -117,6 +122,10 @@ class TrainConfig:
                 f"one of {CONTROL_TEXTS}")
         require(self.image_encoder is None or self.stage in CONDITIONED_STAGES, "image_encoder", self.image_encoder,
                 f"None outside the stages with an anchor model {CONDITIONED_STAGES}")
+        require(self.apm_lr is None or self.stage == "cam_apm", "apm_lr", self.apm_lr,
+                "None outside stage 'cam_apm' (the stage that trains APM)")
+        require(self.apm_lr is None or (math.isfinite(self.apm_lr) and self.apm_lr > 0), "apm_lr", self.apm_lr,
+                "a learning rate > 0, or None for lr")
         require(self.tokenizer in TOKENIZERS, "tokenizer", self.tokenizer, f"one of {TOKENIZERS}")
         require(self.tokenizer is None or self.train_text_encoder, "tokenizer", self.tokenizer,
                 "None unless the text encoder is trained (--train-text-encoder, base stage): its new "
@@ -289,11 +298,22 @@ class TrainingRun:
                 if module is not None and getattr(module, "_supports_gradient_checkpointing", False):
                     module.enable_gradient_checkpointing()
         self.params = self.objective.trainable_parameters()
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        groups = self._parameter_groups()
+        self.lr_scales = [scale for scale, _ in groups]  # each group's lr over config.lr
+        self.optimizer = torch.optim.AdamW([{"params": params} for _, params in groups], lr=config.lr,
+                                           weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision == "fp16")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.history: list[tuple[int, float]] = []  # (step, training loss): the training curve
+
+    def _parameter_groups(self) -> list[tuple[float, list[torch.nn.Parameter]]]:
+        """(lr scale, parameters): one group at ``lr``, or with ``apm_lr`` APM's apart."""
+        if self.config.apm_lr is None:
+            return [(1.0, self.params)]
+        apm = {id(p) for p in self.model.unet.apm_parameters()}
+        return [(1.0, [p for p in self.params if id(p) not in apm]),
+                (self.config.apm_lr / self.config.lr, [p for p in self.params if id(p) in apm])]
 
     def source(self) -> ClipSource:
         return self.source_for(self.config)
@@ -325,8 +345,8 @@ class TrainingRun:
         torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
         # Set every step (not only at construction): a resumed run's optimizer state carries the
         # lr it was saved with, and the schedule is the config's, not the checkpoint's.
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.learning_rate(self.step + 1)
+        for group, scale in zip(self.optimizer.param_groups, self.lr_scales):
+            group["lr"] = self.config.learning_rate(self.step + 1) * scale
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
@@ -382,6 +402,9 @@ class TrainingRun:
             for k, v in saved.items():
                 own[k].copy_(v)
         extra = torch.load(directory / "optimizer.pt", weights_only=True)
+        require(len(extra["optimizer"]["param_groups"]) == len(self.lr_scales), "apm_lr", self.config.apm_lr,
+                f"what the checkpoint {directory} was trained with (set or not); start a new run directory "
+                "to change it")
         self.optimizer.load_state_dict(extra["optimizer"])
         self.scaler.load_state_dict(extra["scaler"])
         self.generator.set_state(extra["generator"])

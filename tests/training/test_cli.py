@@ -42,6 +42,9 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, capsys):
     assert main(["train", "--stage", "cam_apm", "--init", "x", "--steps", "1", "--condition-noise", "0.5",
                  "--run-dir", str(tmp_path)]) == 2  # degrades decoded conditions only
     assert "condition_noise" in capsys.readouterr().err
+    assert main(["train", "--stage", "cam", "--init", "x", "--steps", "1", "--apm-lr", "1e-3",
+                 "--run-dir", str(tmp_path)]) == 2  # stage 1 does not train APM
+    assert "apm_lr" in capsys.readouterr().err
 
 
 def test_noise_schedule_and_condition_options_reach_the_exported_config(tmp_path, tiny_base_dir):

@@ -178,6 +178,8 @@ def test_refiner_clips_have_the_refinement_geometry():
     (dict(stage="cam_apm", steps=1, init="x", control_text="empty"), "control_text"),  # inherits its init's
     (dict(stage="base", steps=1, image_encoder="clip-dir"), "image_encoder"),  # no anchor model
     (dict(stage="cam_apm", steps=1, init="x", condition_noise=0.5), "condition_noise"),  # not decoded
+    (dict(stage="cam", steps=1, init="x", apm_lr=1e-3), "apm_lr"),  # stage 1 does not train APM
+    (dict(stage="cam_apm", steps=1, init="x", apm_lr=0.0), "apm_lr"),
     (dict(stage="cam_apm", steps=1, init="x", decoded_condition=True, condition_noise=1.5), "condition_noise"),
     (dict(stage="cam", steps=1, init="x", decoded_condition=True, condition_noise=float("nan")), "condition_noise"),
 ])
