@@ -83,6 +83,19 @@ def test_apm_only_on_spatial_cross_attention_of_the_main_branch(tiny_streaming):
     assert control == []
 
 
+@pytest.mark.parametrize("layout", ["paper", "reference"])
+def test_apm_parameters_are_the_resampler_mixers_and_every_gate(tiny_streaming, tiny_reference_layout, layout):
+    """StreamingT2VUNet.apm_parameters: exactly APM's own weights (shared or per-layer mixers),
+    one alpha_l per APM layer, nothing of the UNet or CAM."""
+    unet = (tiny_streaming if layout == "paper" else tiny_reference_layout).unet
+    params = {id(p) for p in unet.apm_parameters()}
+    names = {n for n, p in unet.named_parameters() if id(p) in params}
+    assert len(names) == len(params)
+    assert sum(n.endswith(".alpha") for n in names) == len(unet.apm_layers)
+    assert all(n.startswith("apm.") or ".processor." in n for n in names)
+    assert {n for n, _ in unet.named_parameters() if n.startswith("apm.") or n.endswith(".alpha")} <= names
+
+
 def test_apm_config_errors_name_the_field():
     with pytest.raises(ValueError, match=r"apm\.token_mixing='both': must be one of 'shared', 'per_layer'"):
         APMConfig(token_mixing="both")
