@@ -45,7 +45,8 @@ ControlText = Literal[CONTROL_TEXTS]
 @task
 def train_stage(config: TrainConfig, run_uri: str, out: str, settings: RayTrainSettings) -> dict:
     metrics = train_on_ray(config, run_uri, out, settings)
-    get_run_logger().info("stage %s: step %s, loss %.4f", config.stage, metrics.get("step"), metrics.get("loss"))
+    get_run_logger().info("stage %s: step %s, loss %.4f%s", config.stage, metrics.get("step"), metrics.get("loss"),
+                          f", APM gate {metrics['apm_gate']:.4f}" if "apm_gate" in metrics else "")
     return metrics
 
 

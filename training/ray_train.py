@@ -126,7 +126,7 @@ def train_worker(loop_config: dict) -> None:
         loss = run.train_step(to_model_input(batch["frames"]), list(batch["caption"]), reduce)
         due = run.step % config.checkpoint_every == 0 or run.step == config.steps
         if due or run.step % loop_config["report_every"] == 0:
-            metrics = {"loss": loss, "step": run.step}
+            metrics = run.metrics(loss)
             if due:
                 with tempfile.TemporaryDirectory() as tmp:
                     if rank == 0:

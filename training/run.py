@@ -353,6 +353,21 @@ class TrainingRun:
         self.history.append((self.step, float(loss.detach())))
         return self.history[-1][1]
 
+    def apm_gates(self) -> list[float]:
+        """SiLU(alpha_l) of every APM layer (Eq. 6), the weight with which the anchor enters each
+        cross-attention, while stage ``cam_apm`` trains them (else []). All about 0 means APM is
+        still inert: the anchor changes nothing."""
+        if self.config.stage != "cam_apm":
+            return []
+        processors = self.model.unet.unet.attn_processors
+        return [float(torch.nn.functional.silu(processors[n].alpha.detach().float()))
+                for n in self.model.unet.apm_layers]
+
+    def metrics(self, loss: float) -> dict[str, float]:
+        """What a step reports: loss and step, and in stage 2 the largest |SiLU(alpha_l)|."""
+        gates = self.apm_gates()
+        return {"loss": loss, "step": self.step, **({"apm_gate": max(map(abs, gates))} if gates else {})}
+
     @torch.no_grad()
     def eval_loss(self, frames: torch.Tensor, captions: list[str], seed: int = 1234) -> float:
         """The loss on a fixed batch with fixed noise (for curves and tests)."""
@@ -424,7 +439,9 @@ class TrainingRun:
         self.model.save_pretrained(path)
         (Path(path) / "training.json").write_text(json.dumps({"stage": self.config.stage, "step": self.step,
                                                               "config": self.config.to_dict(),
-                                                              "history": self.history}))
+                                                              "history": self.history,
+                                                              **({"apm_gates": gates} if (gates := self.apm_gates())
+                                                                 else {})}))
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -450,7 +467,9 @@ def train_in_process(config: TrainConfig, run_dir: str | Path, out: str | Path |
         loss = run.train_step(frames, captions)
         if run.step % config.checkpoint_every == 0 or run.step == config.steps:
             run.save_checkpoint(run_dir / "checkpoints" / f"step-{run.step:08d}")
-            log(f"step {run.step} loss {loss:.4f}")
+            gates = run.apm_gates()
+            log(f"step {run.step} loss {loss:.4f}" + (f" apm gates {' '.join(f'{g:+.4f}' for g in gates)}"
+                                                      if gates else ""))
     if out is not None:
         run.export(out, calibration_frames=next(local_batches(source, 64 if config.stage == "vae" else 1))[0])
     return run

@@ -23,6 +23,7 @@ def test_two_stages_chain_and_a_rerun_resumes(prefect_harness, ray_local, tmp_pa
                for stage in ("cam", "cam_apm")}
     assert [configs[s]["condition_noise"] for s in configs] == [0.5, 0.5]
     assert [configs[s]["apm_lr"] for s in configs] == [None, 1e-2]  # only stage 2 trains APM
+    assert "apm_gate" in results["cam_apm"] and "apm_gate" not in results["cam"]  # reported from Ray Train
     model = StreamingT2V.from_pretrained(results["cam_apm"]["model"])
     # Stage cam_apm keeps the CAM stage cam trained, text-free control branch included.
     assert model.has_apm and model.unet.cam.config.control_text == "empty"

@@ -3,6 +3,7 @@ function of the step and the config, so resuming into a decay equals training it
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -84,6 +85,7 @@ def test_adding_a_decay_and_resuming_a_constant_run_equals_the_decayed_run_from_
     scratch = train_in_process(TrainConfig(steps=4, decay_steps=2, **common), tmp_path / "b", log=lambda *_: None)
     constant = train_in_process(TrainConfig(steps=4, **common), tmp_path / "c", log=lambda *_: None)
     assert [g["lr"] for g in resumed.optimizer.param_groups] == [5e-4] * len(resumed.optimizer.param_groups)
+    assert resumed.apm_gates() == [] and resumed.metrics(0.5) == {"loss": 0.5, "step": 4}  # stage 1 leaves APM shut
     a, b, c = resumed.trainable_state(), scratch.trainable_state(), constant.trainable_state()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)  # the decay did change the last two steps
@@ -129,7 +131,9 @@ def test_an_apm_lr_moves_apm_at_its_own_rate_and_the_rest_at_lr(tmp_path, tiny_c
 
     common = dict(stage="cam_apm", steps=1, init=tiny_cam_dir, batch_size=2, fps=10, lr=1e-4, checkpoint_every=1,
                   dropout=Dropout(0.0, 0.0, 0.0))
-    run = train_in_process(TrainConfig(**common, apm_lr=1e-2), tmp_path / "run", log=lambda *_: None)
+    lines = []
+    run = train_in_process(TrainConfig(**common, apm_lr=1e-2), tmp_path / "run", out=tmp_path / "model",
+                           log=lines.append)
     start = StreamingT2V.from_pretrained(tiny_cam_dir, torch_dtype=torch.float32).unet.state_dict()
     apm = {id(p) for p in run.model.unet.apm_parameters()}
     names = {id(p): n for n, p in run.model.unet.named_parameters()}
@@ -138,6 +142,12 @@ def test_an_apm_lr_moves_apm_at_its_own_rate_and_the_rest_at_lr(tmp_path, tiny_c
     assert alphas and all(abs(moved[n] - 1e-2) < 1e-3 for n in alphas), {n: moved[n] for n in alphas}
     assert max(moved[names[id(p)]] for p in run.params if id(p) not in apm) <= 1e-4 * 1.001
     assert all(abs(group["lr"] - lr) < 1e-12 for group, lr in zip(run.optimizer.param_groups, (1e-4, 1e-2)))
+    # the gates as SiLU(alpha_l) (Eq. 6): in the log line, the reported metrics and training.json
+    gates = run.apm_gates()
+    assert len(gates) == len(alphas) and all(abs(abs(g) - 0.5 * 1e-2) < 1e-3 for g in gates)
+    assert run.metrics(0.5) == {"loss": 0.5, "step": 1, "apm_gate": max(map(abs, gates))}
+    assert "apm gates" in lines[-1]
+    assert json.loads((tmp_path / "model" / "training.json").read_text())["apm_gates"] == gates
 
     with pytest.raises(ConfigError) as err:  # the same run directory without --apm-lr
         TrainingRun(TrainConfig(**common)).load_checkpoint(latest_checkpoint(tmp_path / "run"))
