@@ -73,6 +73,11 @@ class StreamingT2VUNet(ModelMixin, ConfigMixin):
     def cond_frames(self) -> int:
         return self.cam.config.cond_frames
 
+    def apm_gates(self) -> list[nn.Parameter]:
+        """Every APM layer's alpha_l (Eq. 6), in the order of ``apm_layers``."""
+        processors = self.unet.attn_processors
+        return [processors[n].alpha for n in self.apm_layers]
+
     def apm_parameters(self) -> list[nn.Parameter]:
         """APM's parameters: the resampler, the token mixer(s) and every layer's alpha_l (Eq. 6)."""
         processors = self.unet.attn_processors

@@ -82,8 +82,7 @@ def train_main(argv: list[str]) -> int:
                              train_text_encoder=args.train_text_encoder, timestep_sampling=args.timestep_sampling,
                              offset_noise=args.offset_noise, tokenizer=args.tokenizer,
                              decoded_condition=args.decoded_condition, condition_noise=args.condition_noise,
-                             apm_lr=args.apm_lr,
-                             control_text=args.control_text,
+                             apm_lr=args.apm_lr, control_text=args.control_text,
                              image_encoder=args.image_encoder)
         if args.engine == "local":
             from pathlib import Path

@@ -359,9 +359,7 @@ class TrainingRun:
         still inert: the anchor changes nothing."""
         if self.config.stage != "cam_apm":
             return []
-        processors = self.model.unet.unet.attn_processors
-        return [float(torch.nn.functional.silu(processors[n].alpha.detach().float()))
-                for n in self.model.unet.apm_layers]
+        return [float(torch.nn.functional.silu(alpha.detach().float())) for alpha in self.model.unet.apm_gates()]
 
     def metrics(self, loss: float) -> dict[str, float]:
         """What a step reports: loss and step, and in stage 2 the largest |SiLU(alpha_l)|."""

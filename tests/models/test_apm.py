@@ -92,6 +92,10 @@ def test_apm_parameters_are_the_resampler_mixers_and_every_gate(tiny_streaming, 
     names = {n for n, p in unet.named_parameters() if id(p) in params}
     assert len(names) == len(params)
     assert sum(n.endswith(".alpha") for n in names) == len(unet.apm_layers)
+    gates = unet.apm_gates()  # one alpha_l per APM layer, each among APM's parameters
+    assert len(gates) == len(unet.apm_layers) and all(id(g) in params for g in gates)
+    assert {n for n, p in unet.named_parameters() if any(p is g for g in gates)} == {
+        n for n in names if n.endswith(".alpha")}
     assert all(n.startswith("apm.") or ".processor." in n for n in names)
     assert {n for n, _ in unet.named_parameters() if n.startswith("apm.") or n.endswith(".alpha")} <= names
 
