@@ -31,7 +31,7 @@ from pydantic import Field
 from infra import storage
 from models.cam import CONTROL_TEXTS
 from models.errors import require
-from training.objectives import CONDITIONED_STAGES, STAGES, TIMESTEP_SAMPLING, Dropout
+from training.objectives import CONDITIONED_STAGES, MAIN_BRANCH_MODES, STAGES, TIMESTEP_SAMPLING, Dropout
 from training.ray_train import RayTrainSettings, train_on_ray
 from training.run import PRECISIONS, TrainConfig
 
@@ -40,6 +40,7 @@ StageName = Literal[STAGES]
 Precision = Literal[PRECISIONS]
 TimestepSampling = Literal[TIMESTEP_SAMPLING]
 ControlText = Literal[CONTROL_TEXTS]
+MainBranch = Literal[MAIN_BRANCH_MODES]
 
 
 @task
@@ -95,6 +96,7 @@ def train_streamingt2v(
     condition_noise: Annotated[float, Field(ge=0, le=1)] = 0.0,
     apm_lr: Annotated[float, Field(gt=0, le=1.0)] | None = None,
     control_text: ControlText | None = None,
+    main_branch: MainBranch = "frozen",
     image_encoder: str | None = None,
     num_workers: Annotated[int, Field(ge=1)] = 1,
     use_gpu: bool = False,
@@ -123,6 +125,7 @@ def train_streamingt2v(
                                    condition_noise=condition_noise if stage in CONDITIONED_STAGES else 0.0,
                                    apm_lr=apm_lr if stage == "cam_apm" else None,
                                    control_text=control_text if stage == "cam" else None,
+                                   main_branch=main_branch if stage == "cam" else "frozen",
                                    image_encoder=image_encoder if stage in CONDITIONED_STAGES else None))
         previous = storage.join(run_uri, stage, "model")
     results, lineage = {}, None

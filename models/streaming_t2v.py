@@ -186,11 +186,8 @@ def repeat_condition(cond: torch.Tensor | EncodedFrames, n: int) -> torch.Tensor
 
 def conditioning_of(path: str | Path) -> str | None:
     """'cam' or 'conc-cond': how a saved StreamingT2V directory conditions on the previous chunk
-    (None if ``path`` holds no readable UNet config)."""
-    name = _unet_class_name(str(path))
-    if name is None:
-        return None
-    return "conc-cond" if name == ConcCondUNet.__name__ else "cam"
+    (None if ``path`` holds no readable UNet config, or a plain Video-LDM's)."""
+    return {StreamingT2VUNet.__name__: "cam", ConcCondUNet.__name__: "conc-cond"}.get(_unet_class_name(str(path)))
 
 
 def _unet_class_name(path: str) -> str | None:

@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="stage cam: what CAM's control branch reads, prompt (the paper's) or empty (the empty "
                         "prompt's encoding, so that guidance cannot amplify a text/null difference in it); default: "
                         "the preset's")
+    p.add_argument("--main-branch", default="frozen",
+                   help="stage cam: what it trains of the main branch besides CAM, frozen (the paper's stage 1), "
+                        "spatial (stage 2's layers) or all (as Conc-Cond does); beyond the paper, for comparing "
+                        "the two conditionings at equal trainable parameters")
     p.add_argument("--image-encoder", default=None,
                    help="cam / conc_cond / cam_apm: the CLIP (directory or hub id) whose image tower embeds APM's "
                         "anchor, e.g. a --stage clip result; default: the init model's, else the preset's")
@@ -82,7 +86,7 @@ def train_main(argv: list[str]) -> int:
                              train_text_encoder=args.train_text_encoder, timestep_sampling=args.timestep_sampling,
                              offset_noise=args.offset_noise, tokenizer=args.tokenizer,
                              decoded_condition=args.decoded_condition, condition_noise=args.condition_noise,
-                             apm_lr=args.apm_lr, control_text=args.control_text,
+                             apm_lr=args.apm_lr, control_text=args.control_text, main_branch=args.main_branch,
                              image_encoder=args.image_encoder)
         if args.engine == "local":
             from pathlib import Path

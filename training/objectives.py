@@ -8,7 +8,10 @@ Stages, in the order a model is built:
 * ``cam``: StreamingT2V stage 1. The Video-LDM is frozen; CAM's new layers (E_cond, the
   ControlNet-like encoder copy, the skip mergers) are trained on 16-frame clips: the first
   F_cond frames condition, all F frames are denoised (the chunk re-covers its condition, as at
-  inference). Text is dropped to empty 5% of the time.
+  inference). Text is dropped to empty 5% of the time. Beyond the paper, ``main_branch``
+  (:data:`MAIN_BRANCH_MODES`) also trains the main branch's spatial layers (as stage 2 does) or
+  all of it (as Conc-Cond does), for a comparison of the two conditionings at equal trainable
+  parameters. The stage starts from a Video-LDM, or from a CAM model whose CAM it continues.
 * ``cam_apm``: stage 2. CLIP (text and image towers) and the main branch's temporal layers are
   frozen; the rest (main-branch spatial layers, CAM, APM) is trained on 32-frame clips: the
   anchor is a random frame of 1-16, frames 17-24 condition, frames 17-32 are denoised; text
@@ -53,6 +56,9 @@ from models.video_ldm import VideoLDM
 Stage = Literal["vae", "base", "cam", "cam_apm", "conc_cond", "refiner", "clip"]
 STAGES: tuple[str, ...] = ("vae", "base", "cam", "cam_apm", "conc_cond", "refiner", "clip")
 CONDITIONED_STAGES: tuple[str, ...] = ("cam", "cam_apm", "conc_cond")  # a chunk condition (StreamingObjective)
+# What stage ``cam`` trains of the main branch (the Video-LDM UNet) besides CAM: nothing (the
+# paper's stage 1), its spatial layers (what stage 2 trains), or all of it (what Conc-Cond trains).
+MAIN_BRANCH_MODES: tuple[str, ...] = ("frozen", "spatial", "all")
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,12 @@ def _main_temporal_parameters(model: StreamingT2V) -> set[int]:
     return ids
 
 
+def check_main_branch(main_branch: str, stage: str) -> None:
+    require(main_branch in MAIN_BRANCH_MODES, "main_branch", main_branch, f"one of {MAIN_BRANCH_MODES}")
+    require(main_branch == "frozen" or stage == "cam", "main_branch", main_branch,
+            "'frozen' outside stage 'cam' (stage cam_apm trains the spatial layers, conc_cond all of the UNet)")
+
+
 def check_condition_noise(condition_noise: float, decoded_condition: bool) -> None:
     require(math.isfinite(condition_noise) and 0 <= condition_noise <= 1, "condition_noise", condition_noise,
             "a largest standard deviation in [0, 1] (0: the paper's clean condition)")
@@ -282,9 +294,10 @@ class StreamingObjective(Objective):
 
     def __init__(self, model: StreamingT2V, stage: str, dropout: Dropout = Dropout(),
                  noise: NoiseDraw = NoiseDraw(), decoded_condition: bool = False,
-                 condition_noise: float = 0.0) -> None:
+                 condition_noise: float = 0.0, main_branch: str = "frozen") -> None:
         require(stage in CONDITIONED_STAGES, "stage", stage, f"one of {CONDITIONED_STAGES}")
         check_condition_noise(condition_noise, decoded_condition)
+        check_main_branch(main_branch, stage)
         require((stage == "conc_cond") == isinstance(model.unet, ConcCondUNet), "stage", stage,
                 "'conc_cond' exactly when the model is the Conc-Cond baseline")
         self.model = model
@@ -293,6 +306,7 @@ class StreamingObjective(Objective):
         self.noise = noise
         self.decoded_condition = decoded_condition
         self.condition_noise = condition_noise
+        self.main_branch = main_branch
 
     def condition(self, frames: torch.Tensor, latents: torch.Tensor,
                   generator: torch.Generator | None = None) -> torch.Tensor:
@@ -322,12 +336,18 @@ class StreamingObjective(Objective):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         unet = self.model.unet
-        if self.stage == "cam":
-            return list(unet.cam.parameters())
         if self.stage == "conc_cond":
             return list(unet.parameters())
         frozen = _main_temporal_parameters(self.model)
-        return [p for p in unet.parameters() if id(p) not in frozen]
+        if self.stage == "cam_apm":
+            return [p for p in unet.parameters() if id(p) not in frozen]
+        if self.main_branch == "frozen":  # the paper's stage 1
+            return list(unet.cam.parameters())
+        apm = {id(p) for p in unet.apm_parameters()}  # stage 1 has no anchor: APM stays as initialised
+        if self.main_branch == "all":
+            frozen = set()
+        return list(unet.cam.parameters()) + [p for p in unet.unet.parameters()
+                                              if id(p) not in apm and id(p) not in frozen]
 
     def loss(self, frames: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
         m = self.model
@@ -373,7 +393,8 @@ class CLIPObjective(Objective):
 
 def make_objective(stage: str, model: VideoLDM | StreamingT2V | CLIPPair, train_text_encoder: bool = False,
                    dropout: Dropout = Dropout(), noise: NoiseDraw = NoiseDraw(),
-                   decoded_condition: bool = False, condition_noise: float = 0.0) -> Objective:
+                   decoded_condition: bool = False, condition_noise: float = 0.0,
+                   main_branch: str = "frozen") -> Objective:
     require(stage in STAGES, "stage", stage, f"one of {STAGES}")
     if stage == "vae":
         return VAEObjective(model)
@@ -381,4 +402,4 @@ def make_objective(stage: str, model: VideoLDM | StreamingT2V | CLIPPair, train_
         return CLIPObjective(model)
     if stage in ("base", "refiner"):
         return BaseObjective(model, train_text_encoder, stage=stage, noise=noise)
-    return StreamingObjective(model, stage, dropout, noise, decoded_condition, condition_noise)
+    return StreamingObjective(model, stage, dropout, noise, decoded_condition, condition_noise, main_branch)

@@ -25,12 +25,12 @@ from models.conc_cond import ConcCondUNet
 from models.errors import ConfigError, require
 from models.presets import REFINE_GEOMETRY, get_preset
 from models.refinement import RefineConfig
-from models.streaming_t2v import StreamingT2V
+from models.streaming_t2v import StreamingT2V, conditioning_of
 from models.tokenizer import extend_vocabulary
 from models.video_ldm import VideoLDM
 from training.data import TOYWORLD, ClipSource, ClipSpec, local_batches
 from training.objectives import (CONDITIONED_STAGES, STAGES, Dropout, NoiseDraw, Objective, check_condition_noise,
-                                 clip_frames, make_objective)
+                                 check_main_branch, clip_frames, make_objective)
 
 PRECISIONS = ("no", "bf16", "fp16")
 TOKENIZERS = (None, "toyworld")  # None: the init model's (or the preset's) tokenizer
@@ -95,6 +95,10 @@ class TrainConfig:
     # Adam moves a zero-initialised gate by at most about ``lr`` per step, so at 1e-4 a 1000-step
     # run cannot open SiLU(alpha_l) (Eq. 6) far enough for the anchor to matter.
     apm_lr: float | None = None
+    # Stage ``cam``: what it trains of the main branch besides CAM, "frozen" (the paper's stage
+    # 1), "spatial" (stage 2's trainable layers) or "all" (Conc-Cond's). Beyond the paper: CAM and
+    # Conc-Cond compared at equal trainable parameters (objectives.MAIN_BRANCH_MODES).
+    main_branch: str = "frozen"
 
     def __post_init__(self) -> None:
         require(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
@@ -116,6 +120,7 @@ class TrainConfig:
         require(not self.decoded_condition or self.stage in CONDITIONED_STAGES, "decoded_condition", True,
                 f"False outside the stages with a chunk condition {CONDITIONED_STAGES}")
         check_condition_noise(self.condition_noise, self.decoded_condition)
+        check_main_branch(self.main_branch, self.stage)
         require(self.control_text is None or self.stage == "cam", "control_text", self.control_text,
                 "None outside stage 'cam' (later stages keep their init model's CAM)")
         require(self.control_text in (None, *CONTROL_TEXTS), "control_text", self.control_text,
@@ -187,6 +192,10 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
         if image_encoder_dir is not None:
             model.image_encoder = _image_encoder(image_encoder_dir, config, device)
         return model
+    require(config.stage != "cam" or conditioning_of(init_dir) != "conc-cond", "init", config.init,
+            "a Video-LDM or a CAM model to start stage 'cam' from, not the Conc-Cond baseline")
+    if config.stage == "cam" and conditioning_of(init_dir) == "cam":
+        return _continued_cam(load(StreamingT2V), config, image_encoder_dir, device)
     base = load(VideoLDM)
     torch.manual_seed(config.seed)
     source = image_encoder_dir or preset.image_encoder_id
@@ -200,6 +209,21 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
         return StreamingT2V.from_video_ldm(base, image_encoder, cam, preset.apm)
     unet = ConcCondUNet.from_base(base.unet, config.cond_frames or preset.cam.cond_frames).eval()
     return StreamingT2V(unet, base.vae, base.text_encoder, base.tokenizer, image_encoder, base.video, base.schedule)
+
+
+def _continued_cam(model: StreamingT2V, config: TrainConfig, image_encoder_dir: str | None,
+                   device: str) -> StreamingT2V:
+    """Stage ``cam`` from a CAM model (a stage-1 result, or a released StreamingT2V): its CAM
+    trains on from where it stopped; ``control_text`` and ``image_encoder``, when given,
+    replace the model's."""
+    if config.control_text is not None:
+        model.unet.cam.config = replace(model.unet.cam.config, control_text=config.control_text)
+        model.unet.register_to_config(cam_config=asdict(model.unet.cam.config))
+        with torch.no_grad():
+            model.unet.cam.set_empty_text(model.encode_prompt([""]))
+    if image_encoder_dir is not None:
+        model.image_encoder = _image_encoder(image_encoder_dir, config, device)
+    return model
 
 
 def _load_or_refuse(model_class, config: TrainConfig, init_dir: str, **kwargs):
@@ -290,7 +314,7 @@ class TrainingRun:
         self.model = build_model(config, device, init_dir, image_encoder_dir)
         self.objective: Objective = make_objective(config.stage, self.model, config.train_text_encoder,
                                                    config.dropout, config.noise_draw(), config.decoded_condition,
-                                                   config.condition_noise)
+                                                   config.condition_noise, config.main_branch)
         self.objective.freeze_all_but_trainable()
         if config.gradient_checkpointing:
             for name in ("unet", "vae"):
@@ -410,7 +434,9 @@ class TrainingRun:
                 "Resume with the same init, or start a new run directory")
         saved = load_file(directory / "trainable.safetensors")
         own = self.trainable_state()
-        require(set(saved) == set(own), "checkpoint", str(directory), f"a checkpoint of stage {self.config.stage}")
+        require(set(saved) == set(own), "checkpoint", str(directory),
+                f"a checkpoint of stage {self.config.stage} with main_branch={self.config.main_branch!r} (a "
+                "different set of trained parameters; export it and start a new run from the export to change it)")
         with torch.no_grad():
             for k, v in saved.items():
                 own[k].copy_(v)

@@ -16,13 +16,14 @@ def test_two_stages_chain_and_a_rerun_resumes(prefect_harness, ray_local, tmp_pa
     run_uri = str(tmp_path / "run")
     params = dict(stages=["cam", "cam_apm"], run_uri=run_uri, steps=[2, 1], init=tiny_base_dir, fps=10,
                   batch_size=1, checkpoint_every=1, lr=1e-3, control_text="empty", decoded_condition=True,
-                  condition_noise=0.5, apm_lr=1e-2)
+                  condition_noise=0.5, apm_lr=1e-2, main_branch="spatial")
     results = train_streamingt2v(**params)
     assert results["cam"]["step"] == 2 and results["cam_apm"]["step"] == 1
     configs = {stage: json.loads(storage.read_bytes(storage.join(results[stage]["model"], "training.json")))["config"]
                for stage in ("cam", "cam_apm")}
     assert [configs[s]["condition_noise"] for s in configs] == [0.5, 0.5]
     assert [configs[s]["apm_lr"] for s in configs] == [None, 1e-2]  # only stage 2 trains APM
+    assert [configs[s]["main_branch"] for s in configs] == ["spatial", "frozen"]  # a stage-1 option
     assert "apm_gate" in results["cam_apm"] and "apm_gate" not in results["cam"]  # reported from Ray Train
     model = StreamingT2V.from_pretrained(results["cam_apm"]["model"])
     # Stage cam_apm keeps the CAM stage cam trained, text-free control branch included.
@@ -67,6 +68,7 @@ def test_a_clip_stage_embeds_the_anchors_of_the_stages_after_it(prefect_harness,
     (dict(stages=["cam"], init="x", control_text="none"), "control_text"),
     (dict(stages=["cam"], init="x", condition_noise=0.5), "condition_noise"),  # needs decoded_condition
     (dict(stages=["cam_apm"], init="x", apm_lr=0.0), "apm_lr"),
+    (dict(stages=["cam"], init="x", main_branch="temporal"), "main_branch"),
 ])
 def test_invalid_parameters_are_rejected_before_any_work(prefect_harness, tmp_path, params, field):
     from flows.train import train_streamingt2v

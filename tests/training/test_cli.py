@@ -45,6 +45,9 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, capsys):
     assert main(["train", "--stage", "cam", "--init", "x", "--steps", "1", "--apm-lr", "1e-3",
                  "--run-dir", str(tmp_path)]) == 2  # stage 1 does not train APM
     assert "apm_lr" in capsys.readouterr().err
+    assert main(["train", "--stage", "cam", "--init", "x", "--steps", "1", "--main-branch", "temporal",
+                 "--run-dir", str(tmp_path)]) == 2
+    assert "main_branch" in capsys.readouterr().err
 
 
 def test_noise_schedule_and_condition_options_reach_the_exported_config(tmp_path, tiny_base_dir):
@@ -52,11 +55,12 @@ def test_noise_schedule_and_condition_options_reach_the_exported_config(tmp_path
     assert main(["train", "--engine", "local", "--stage", "cam", "--init", tiny_base_dir, "--steps", "2",
                  "--batch-size", "1", "--fps", "10", "--timestep-sampling", "cubic", "--offset-noise", "0.1",
                  "--warmup-steps", "1", "--decay-steps", "1", "--decoded-condition", "--control-text", "empty",
-                 "--condition-noise", "0.3", "--run-dir", str(tmp_path / "run"), "--out", str(out)]) == 0
+                 "--condition-noise", "0.3", "--main-branch", "spatial", "--run-dir", str(tmp_path / "run"),
+                 "--out", str(out)]) == 0
     config = json.loads((out / "training.json").read_text())["config"]
     assert (config["timestep_sampling"], config["offset_noise"]) == ("cubic", 0.1)
     assert (config["warmup_steps"], config["decay_steps"], config["decoded_condition"]) == (1, 1, True)
-    assert config["condition_noise"] == 0.3
+    assert (config["condition_noise"], config["main_branch"]) == (0.3, "spatial")
     assert json.loads((out / "unet" / "config.json").read_text())["cam_config"]["control_text"] == "empty"
 
 

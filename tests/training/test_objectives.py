@@ -55,6 +55,33 @@ def test_only_the_stage_parameters_change(stage, init_dirs):
         assert all(k in changed for k in before if k.startswith("unet.cam.mergers.") and "proj_out" in k)
 
 
+def _apm(name: str) -> bool:
+    return name.startswith("unet.apm.") or ".processor." in name  # resampler, mixer; alpha_l
+
+
+@pytest.mark.parametrize("main_branch", ["spatial", "all"])
+def test_a_stage_1_that_trains_the_main_branch_moves_exactly_those_layers(main_branch, init_dirs):
+    """--main-branch: CAM plus the main branch's spatial layers (stage 2's set) or all of it
+    (Conc-Cond's); APM, which stage 1 gives no anchor, stays as initialised, and with 'spatial'
+    the temporal layers stay bit-identical."""
+    config = TrainConfig(stage="cam", steps=2, init=init_dirs["cam"], batch_size=2, fps=10, lr=1e-3,
+                         main_branch=main_branch)
+    run = TrainingRun(config)
+    before = _snapshot(run)
+    batches = local_batches(run.source(), config.batch_size)
+    for _ in range(2):
+        run.train_step(*next(batches))
+    after = _snapshot(run)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any(_apm(k) for k in changed), sorted(k for k in changed if _apm(k))[:5]
+    assert not any(k.startswith(("vae.", "text_encoder.", "image_encoder.")) for k in changed)
+    assert any(k.startswith("unet.cam.") for k in changed)
+    spatial = {k for k in changed if k.startswith("unet.unet.") and not _main_temporal(k)}
+    temporal = {k for k in changed if _main_temporal(k)}
+    assert spatial and any("attn2" in k for k in spatial)  # e.g. the text cross-attention
+    assert bool(temporal) == (main_branch == "all"), sorted(temporal)[:5]
+
+
 @pytest.mark.parametrize("stage", ["base", "cam", "clip"])
 def test_training_lowers_the_loss_on_a_fixed_batch(stage, init_dirs):
     torch.manual_seed(0)
@@ -180,6 +207,9 @@ def test_refiner_clips_have_the_refinement_geometry():
     (dict(stage="cam_apm", steps=1, init="x", condition_noise=0.5), "condition_noise"),  # not decoded
     (dict(stage="cam", steps=1, init="x", apm_lr=1e-3), "apm_lr"),  # stage 1 does not train APM
     (dict(stage="cam_apm", steps=1, init="x", apm_lr=0.0), "apm_lr"),
+    (dict(stage="cam", steps=1, init="x", main_branch="temporal"), "main_branch"),
+    (dict(stage="cam_apm", steps=1, init="x", main_branch="all"), "main_branch"),  # stage 2's set is fixed
+    (dict(stage="conc_cond", steps=1, init="x", main_branch="spatial"), "main_branch"),
     (dict(stage="cam_apm", steps=1, init="x", decoded_condition=True, condition_noise=1.5), "condition_noise"),
     (dict(stage="cam", steps=1, init="x", decoded_condition=True, condition_noise=float("nan")), "condition_noise"),
 ])

@@ -152,3 +152,37 @@ def test_an_apm_lr_moves_apm_at_its_own_rate_and_the_rest_at_lr(tmp_path, tiny_c
     with pytest.raises(ConfigError) as err:  # the same run directory without --apm-lr
         TrainingRun(TrainConfig(**common)).load_checkpoint(latest_checkpoint(tmp_path / "run"))
     assert err.value.field == "apm_lr"
+
+
+def test_stage_1_continues_a_cam_model_and_can_start_training_its_main_branch(tmp_path, tiny_base_dir):
+    """A stage-1 run exported and continued from its export (``--init`` a CAM model) keeps its
+    CAM, and may switch ``main_branch``; a checkpoint of the other parameter set is refused,
+    naming the field."""
+    from models.streaming_t2v import StreamingT2V
+
+    common = dict(stage="cam", steps=1, batch_size=1, fps=10, lr=1e-3, checkpoint_every=1)
+    first = train_in_process(TrainConfig(**common, init=tiny_base_dir), tmp_path / "run1", out=tmp_path / "cam",
+                             log=lambda *_: None)
+    assert first.model.unet.cam.mergers[0].proj_out.weight.abs().sum() > 0  # trained off its zero init
+    exported = StreamingT2V.from_pretrained(tmp_path / "cam", torch_dtype=torch.float32).unet.state_dict()
+
+    config = TrainConfig(**common, init=str(tmp_path / "cam"), main_branch="all", control_text="empty")
+    run = TrainingRun(config)
+    state = run.model.unet.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in exported.items())  # the CAM it continues, not a fresh one
+    assert run.model.unet.cam.config.control_text == "empty"
+    assert {id(p) for p in run.model.unet.unet.parameters()} & {id(p) for p in run.params}
+    train_in_process(config, tmp_path / "run2", out=tmp_path / "cam-all", log=lambda *_: None)
+    saved = StreamingT2V.from_pretrained(tmp_path / "cam-all")
+    assert saved.unet.cam.config.control_text == "empty"
+    assert not torch.equal(saved.unet.unet.conv_in.weight, exported["unet.conv_in.weight"].to(saved.dtype))
+    frozen = TrainingRun(TrainConfig(**common, init=str(tmp_path / "cam")))  # the same init, CAM only
+    with pytest.raises(ConfigError) as err:
+        frozen.load_checkpoint(latest_checkpoint(tmp_path / "run2"))
+    assert err.value.field == "checkpoint" and "main_branch" in str(err.value)
+
+
+def test_stage_1_from_the_conc_cond_baseline_is_refused(tiny_conc_cond_dir):
+    with pytest.raises(ConfigError) as err:
+        TrainingRun(TrainConfig(stage="cam", steps=1, init=tiny_conc_cond_dir))
+    assert err.value.field == "init"
