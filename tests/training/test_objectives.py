@@ -17,6 +17,17 @@ def _snapshot(run: TrainingRun) -> dict[str, torch.Tensor]:
             for k, v in m.state_dict().items()}
 
 
+def _changed_by_two_steps(config: TrainConfig) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """The tensors before two training steps, and the names of those the steps changed."""
+    run = TrainingRun(config)
+    before = _snapshot(run)
+    batches = local_batches(run.source(), config.batch_size)
+    for _ in range(2):
+        run.train_step(*next(batches))
+    after = _snapshot(run)
+    return before, {k for k in before if not torch.equal(before[k], after[k])}
+
+
 def _main_temporal(name: str) -> bool:
     return name.startswith("unet.unet.") and any(t in name for t in (".temp_convs.", ".temp_attentions.",
                                                                      "unet.unet.transformer_in."))
@@ -38,13 +49,7 @@ TRAINABLE = {
 def test_only_the_stage_parameters_change(stage, init_dirs):
     config = TrainConfig(stage=stage, steps=2, init=init_dirs[stage], batch_size=2, fps=10, lr=1e-3,
                          train_text_encoder=stage == "base", dropout=Dropout(0.3, 0.3, 0.3))
-    run = TrainingRun(config)
-    before = _snapshot(run)
-    batches = local_batches(run.source(), config.batch_size)
-    for _ in range(2):
-        run.train_step(*next(batches))
-    after = _snapshot(run)
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    before, changed = _changed_by_two_steps(config)
     may_change = {k for k in before if TRAINABLE[stage](k)}
     assert changed <= may_change, sorted(changed - may_change)[:5]
     assert changed, "nothing was trained"
@@ -66,13 +71,7 @@ def test_a_stage_1_that_trains_the_main_branch_moves_exactly_those_layers(main_b
     the temporal layers stay bit-identical."""
     config = TrainConfig(stage="cam", steps=2, init=init_dirs["cam"], batch_size=2, fps=10, lr=1e-3,
                          main_branch=main_branch)
-    run = TrainingRun(config)
-    before = _snapshot(run)
-    batches = local_batches(run.source(), config.batch_size)
-    for _ in range(2):
-        run.train_step(*next(batches))
-    after = _snapshot(run)
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    _, changed = _changed_by_two_steps(config)
     assert not any(_apm(k) for k in changed), sorted(k for k in changed if _apm(k))[:5]
     assert not any(k.startswith(("vae.", "text_encoder.", "image_encoder.")) for k in changed)
     assert any(k.startswith("unet.cam.") for k in changed)
