@@ -338,16 +338,15 @@ class StreamingObjective(Objective):
         unet = self.model.unet
         if self.stage == "conc_cond":
             return list(unet.parameters())
-        frozen = _main_temporal_parameters(self.model)
         if self.stage == "cam_apm":
+            frozen = _main_temporal_parameters(self.model)
             return [p for p in unet.parameters() if id(p) not in frozen]
         if self.main_branch == "frozen":  # the paper's stage 1
             return list(unet.cam.parameters())
-        apm = {id(p) for p in unet.apm_parameters()}  # stage 1 has no anchor: APM stays as initialised
-        if self.main_branch == "all":
-            frozen = set()
-        return list(unet.cam.parameters()) + [p for p in unet.unet.parameters()
-                                              if id(p) not in apm and id(p) not in frozen]
+        kept = {id(p) for p in unet.apm_parameters()}  # stage 1 has no anchor: APM stays as initialised
+        if self.main_branch == "spatial":
+            kept |= _main_temporal_parameters(self.model)
+        return list(unet.cam.parameters()) + [p for p in unet.unet.parameters() if id(p) not in kept]
 
     def loss(self, frames: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
         m = self.model

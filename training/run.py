@@ -192,10 +192,12 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
         if image_encoder_dir is not None:
             model.image_encoder = _image_encoder(image_encoder_dir, config, device)
         return model
-    require(config.stage != "cam" or conditioning_of(init_dir) != "conc-cond", "init", config.init,
-            "a Video-LDM or a CAM model to start stage 'cam' from, not the Conc-Cond baseline")
-    if config.stage == "cam" and conditioning_of(init_dir) == "cam":
-        return _continued_cam(load(StreamingT2V), config, image_encoder_dir, device)
+    if config.stage == "cam":
+        init_kind = conditioning_of(init_dir)
+        require(init_kind != "conc-cond", "init", config.init,
+                "a Video-LDM or a CAM model to start stage 'cam' from, not the Conc-Cond baseline")
+        if init_kind == "cam":
+            return _continued_cam(load(StreamingT2V), config, image_encoder_dir, device)
     base = load(VideoLDM)
     torch.manual_seed(config.seed)
     source = image_encoder_dir or preset.image_encoder_id
