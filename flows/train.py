@@ -97,6 +97,7 @@ def train_streamingt2v(
     apm_lr: Annotated[float, Field(gt=0, le=1.0)] | None = None,
     control_text: ControlText | None = None,
     main_branch: MainBranch = "frozen",
+    apm_only: bool = False,
     image_encoder: str | None = None,
     num_workers: Annotated[int, Field(ge=1)] = 1,
     use_gpu: bool = False,
@@ -126,6 +127,7 @@ def train_streamingt2v(
                                    apm_lr=apm_lr if stage == "cam_apm" else None,
                                    control_text=control_text if stage == "cam" else None,
                                    main_branch=main_branch if stage == "cam" else "frozen",
+                                   apm_only=apm_only and stage == "cam_apm",
                                    image_encoder=image_encoder if stage in CONDITIONED_STAGES else None))
         previous = storage.join(run_uri, stage, "model")
     results, lineage = {}, None

@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="stage cam: what it trains of the main branch besides CAM, frozen (the paper's stage 1), "
                         "spatial (stage 2's layers) or all (as Conc-Cond does); beyond the paper, for comparing "
                         "the two conditionings at equal trainable parameters")
+    p.add_argument("--apm-only", action="store_true",
+                   help="stage cam_apm: train APM alone (its gates, resampler and mixer), all else frozen; beyond "
+                        "the paper, a warm-up on drifted conditions (--condition-noise) that opens APM's gates "
+                        "before a full stage 2")
     p.add_argument("--image-encoder", default=None,
                    help="cam / conc_cond / cam_apm: the CLIP (directory or hub id) whose image tower embeds APM's "
                         "anchor, e.g. a --stage clip result; default: the init model's, else the preset's")
@@ -87,6 +91,7 @@ def train_main(argv: list[str]) -> int:
                              offset_noise=args.offset_noise, tokenizer=args.tokenizer,
                              decoded_condition=args.decoded_condition, condition_noise=args.condition_noise,
                              apm_lr=args.apm_lr, control_text=args.control_text, main_branch=args.main_branch,
+                             apm_only=args.apm_only,
                              image_encoder=args.image_encoder)
         if args.engine == "local":
             from pathlib import Path

@@ -29,8 +29,8 @@ from models.streaming_t2v import StreamingT2V, conditioning_of
 from models.tokenizer import extend_vocabulary
 from models.video_ldm import VideoLDM
 from training.data import TOYWORLD, ClipSource, ClipSpec, local_batches
-from training.objectives import (CONDITIONED_STAGES, STAGES, Dropout, NoiseDraw, Objective, check_condition_noise,
-                                 check_main_branch, clip_frames, make_objective)
+from training.objectives import (CONDITIONED_STAGES, STAGES, Dropout, NoiseDraw, Objective, check_apm_only,
+                                 check_condition_noise, check_main_branch, clip_frames, make_objective)
 
 PRECISIONS = ("no", "bf16", "fp16")
 TOKENIZERS = (None, "toyworld")  # None: the init model's (or the preset's) tokenizer
@@ -99,6 +99,10 @@ class TrainConfig:
     # 1), "spatial" (stage 2's trainable layers) or "all" (Conc-Cond's). Beyond the paper: CAM and
     # Conc-Cond compared at equal trainable parameters (objectives.MAIN_BRANCH_MODES).
     main_branch: str = "frozen"
+    # Stage ``cam_apm``: train APM alone (alpha_l, resampler, mixer), everything else frozen.
+    # Beyond the paper: a warm-up on drifted conditions that opens the gates before a full stage
+    # 2 (objectives.check_apm_only says why).
+    apm_only: bool = False
 
     def __post_init__(self) -> None:
         require(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
@@ -121,6 +125,7 @@ class TrainConfig:
                 f"False outside the stages with a chunk condition {CONDITIONED_STAGES}")
         check_condition_noise(self.condition_noise, self.decoded_condition)
         check_main_branch(self.main_branch, self.stage)
+        check_apm_only(self.apm_only, self.stage)
         require(self.control_text is None or self.stage == "cam", "control_text", self.control_text,
                 "None outside stage 'cam' (later stages keep their init model's CAM)")
         require(self.control_text in (None, *CONTROL_TEXTS), "control_text", self.control_text,
@@ -129,6 +134,8 @@ class TrainConfig:
                 f"None outside the stages with an anchor model {CONDITIONED_STAGES}")
         require(self.apm_lr is None or self.stage == "cam_apm", "apm_lr", self.apm_lr,
                 "None outside stage 'cam_apm' (the stage that trains APM)")
+        require(self.apm_lr is None or not self.apm_only, "apm_lr", self.apm_lr,
+                "None with apm_only (APM is all that trains; its rate is lr)")
         require(self.apm_lr is None or (math.isfinite(self.apm_lr) and self.apm_lr > 0), "apm_lr", self.apm_lr,
                 "a learning rate > 0, or None for lr")
         require(self.tokenizer in TOKENIZERS, "tokenizer", self.tokenizer, f"one of {TOKENIZERS}")
@@ -316,7 +323,7 @@ class TrainingRun:
         self.model = build_model(config, device, init_dir, image_encoder_dir)
         self.objective: Objective = make_objective(config.stage, self.model, config.train_text_encoder,
                                                    config.dropout, config.noise_draw(), config.decoded_condition,
-                                                   config.condition_noise, config.main_branch)
+                                                   config.condition_noise, config.main_branch, config.apm_only)
         self.objective.freeze_all_but_trainable()
         if config.gradient_checkpointing:
             for name in ("unet", "vae"):
@@ -437,7 +444,8 @@ class TrainingRun:
         saved = load_file(directory / "trainable.safetensors")
         own = self.trainable_state()
         require(set(saved) == set(own), "checkpoint", str(directory),
-                f"a checkpoint of stage {self.config.stage} with main_branch={self.config.main_branch!r} (a "
+                f"a checkpoint of stage {self.config.stage} with main_branch={self.config.main_branch!r} and "
+                f"apm_only={self.config.apm_only} (a "
                 "different set of trained parameters; export it and start a new run from the export to change it)")
         with torch.no_grad():
             for k, v in saved.items():

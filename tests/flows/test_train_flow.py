@@ -69,6 +69,7 @@ def test_a_clip_stage_embeds_the_anchors_of_the_stages_after_it(prefect_harness,
     (dict(stages=["cam"], init="x", condition_noise=0.5), "condition_noise"),  # needs decoded_condition
     (dict(stages=["cam_apm"], init="x", apm_lr=0.0), "apm_lr"),
     (dict(stages=["cam"], init="x", main_branch="temporal"), "main_branch"),
+    (dict(stages=["cam_apm"], init="x", apm_only=True, apm_lr=1e-3), "apm_lr"),  # APM is all that trains
 ])
 def test_invalid_parameters_are_rejected_before_any_work(prefect_harness, tmp_path, params, field):
     from flows.train import train_streamingt2v

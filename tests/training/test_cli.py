@@ -48,6 +48,9 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, capsys):
     assert main(["train", "--stage", "cam", "--init", "x", "--steps", "1", "--main-branch", "temporal",
                  "--run-dir", str(tmp_path)]) == 2
     assert "main_branch" in capsys.readouterr().err
+    assert main(["train", "--stage", "cam", "--init", "x", "--steps", "1", "--apm-only",
+                 "--run-dir", str(tmp_path)]) == 2  # stage 1 gives APM no anchor
+    assert "apm_only" in capsys.readouterr().err
 
 
 def test_noise_schedule_and_condition_options_reach_the_exported_config(tmp_path, tiny_base_dir):

@@ -81,6 +81,16 @@ def test_a_stage_1_that_trains_the_main_branch_moves_exactly_those_layers(main_b
     assert bool(temporal) == (main_branch == "all"), sorted(temporal)[:5]
 
 
+def test_an_apm_only_stage_2_moves_apm_and_nothing_else(init_dirs):
+    """--apm-only: stage 2 trains APM's gates alpha_l, resampler and mixer, and every other
+    tensor (CAM, the main branch's spatial layers included) stays bit-identical."""
+    config = TrainConfig(stage="cam_apm", steps=2, init=init_dirs["cam_apm"], batch_size=2, fps=10, lr=1e-3,
+                         apm_only=True, dropout=Dropout(0.3, 0.3, 0.3))
+    _, changed = _changed_by_two_steps(config)
+    assert changed and all(_apm(k) for k in changed), sorted(k for k in changed if not _apm(k))[:5]
+    assert any(".alpha" in k for k in changed) and any(k.startswith("unet.apm.") for k in changed)
+
+
 @pytest.mark.parametrize("stage", ["base", "cam", "clip"])
 def test_training_lowers_the_loss_on_a_fixed_batch(stage, init_dirs):
     torch.manual_seed(0)
@@ -210,6 +220,8 @@ def test_refiner_clips_have_the_refinement_geometry():
     (dict(stage="cam_apm", steps=1, init="x", main_branch="all"), "main_branch"),  # stage 2's set is fixed
     (dict(stage="conc_cond", steps=1, init="x", main_branch="spatial"), "main_branch"),
     (dict(stage="cam_apm", steps=1, init="x", decoded_condition=True, condition_noise=1.5), "condition_noise"),
+    (dict(stage="cam", steps=1, init="x", apm_only=True), "apm_only"),  # stage 1 gives APM no anchor
+    (dict(stage="cam_apm", steps=1, init="x", apm_only=True, apm_lr=1e-3), "apm_lr"),  # APM is all; use lr
     (dict(stage="cam", steps=1, init="x", decoded_condition=True, condition_noise=float("nan")), "condition_noise"),
 ])
 def test_bad_config_names_the_field(kwargs, field):
