@@ -67,6 +67,7 @@ class AblationConfig:
     sources: dict = field(default_factory=dict)  # SOURCE_OPTIONS overrides
     pools: str = "local"  # the stage pools' profile or YAML file (infra.cluster)
     comparisons: tuple[str, ...] = COMPARISONS
+    condition_replacement: bool = False  # every row's extension chunks (models.streaming_t2v.ConditionReplacement)
 
     def __post_init__(self) -> None:
         require(1 <= self.num_prompts <= len(HELD_OUT_PROMPTS), "num_prompts", self.num_prompts,
@@ -101,6 +102,7 @@ class AblationConfig:
         return {"prompt_set": list(HELD_OUT_PROMPTS[:self.num_prompts]), "num_frames": self.num_frames,
                 "num_inference_steps": self.steps, "refine_steps": self.refine_steps, "seed": self.seed,
                 "flow_size": self.flow_size, "preset": "tiny", "pools": self.pools,
+                "condition_replacement": self.condition_replacement,
                 "history_uri": f"{self.output_uri}/history.parquet"}
 
 
@@ -146,7 +148,7 @@ def markdown(rows: list[dict], config: AblationConfig) -> str:
         + f" | {r['videos']} | {r['expectation']} |\n" for r in rows)
     settings = (f"\n{config.num_prompts} held-out toy prompts, {config.num_frames} frames, seed {config.seed}, "
                 f"{config.steps} DDIM steps (refine {config.refine_steps}), flow at {config.flow_size}x"
-                f"{config.flow_size}.\n")
+                f"{config.flow_size}" + (", condition replacement" if config.condition_replacement else "") + ".\n")
     return head + body + settings
 
 
@@ -164,6 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/toyworld-ablations")
     p.add_argument("--pools", default="local",
                    help="stage pools: a profile (local, gpu) or a YAML file, as for generate-batch")
+    p.add_argument("--condition-replacement", action="store_true",
+                   help="beyond the paper: every row's extension chunks pin their re-covering frames to the "
+                        "previous chunk's noised latents")
     for name in SOURCE_OPTIONS:
         p.add_argument(f"--{name.replace('_', '-')}", default=None,
                        help="override the default toy-world model for the blending and shipped rows")
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = AblationConfig(args.cam_model, args.conc_cond_model, args.num_prompts, args.num_frames, args.steps,
                                 args.refine_steps, args.flow_size, args.seed, args.out, sources, args.pools,
-                                (args.only,) if args.only else COMPARISONS)
+                                (args.only,) if args.only else COMPARISONS, args.condition_replacement)
     except ConfigError as exc:
         print(f"toyworld_ablations: error: {exc}", file=sys.stderr)
         return 2

@@ -40,8 +40,10 @@ _TIMESTAMP = pa.timestamp("us", tz="UTC")
 SETTINGS: dict[str, pa.DataType] = {
     "prompt_set": pa.string(), "preset": pa.string(), "num_frames": pa.int64(), "num_inference_steps": pa.int64(),
     "refine": pa.bool_(), "refine_steps": pa.int64(), "blend": pa.string(), "apm": pa.bool_(),
-    "cam_variant": pa.string(), "flow_size": pa.int64(),
+    "cam_variant": pa.string(), "flow_size": pa.int64(), "condition_replacement": pa.bool_(),
 }
+# Settings added after histories were first written, and the value their older rows ran with.
+SETTING_DEFAULTS: dict[str, object] = {"condition_replacement": False}
 RUN_COLUMNS = ("run_id", "run_started_at", *SETTINGS)
 VIDEO_COLUMNS = ("video_id", "prompt", "status")  # null on summary rows
 COUNT_COLUMNS = ("videos", "failed")  # summary rows: finished and failed videos of the run; null on video rows
@@ -72,7 +74,8 @@ def _file_version(table: pa.Table) -> int:
 
 def conform(table: pa.Table) -> pa.Table:
     """Upgrade a history table of this or an older version to :data:`SCHEMA`: columns matched by
-    name and cast, missing nullable ones added as nulls. A newer version is refused."""
+    name and cast, missing nullable ones added as nulls, missing later settings with the value
+    older runs had (:data:`SETTING_DEFAULTS`). A newer version is refused."""
     version = _file_version(table)
     require(version <= SCHEMA_VERSION, "history_schema_version", version,
             f"at most {SCHEMA_VERSION} (the history was written by a newer release)")
@@ -82,6 +85,8 @@ def conform(table: pa.Table) -> pa.Table:
             columns.append(table.column(column.name).cast(column.type))
         elif column.nullable:
             columns.append(pa.nulls(table.num_rows, column.type))
+        elif column.name in SETTING_DEFAULTS:
+            columns.append(pa.array([SETTING_DEFAULTS[column.name]] * table.num_rows, column.type))
         else:
             raise ConfigError(column.name, None, f"a column of the version-{version} history (it is required)")
     return pa.Table.from_arrays(columns, schema=SCHEMA)

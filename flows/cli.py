@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                         "random (fixed random weights); default: the preset's")
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", default="float32")
+    g.add_argument("--condition-replacement", action="store_true",
+                   help="beyond the paper: pin each extension chunk's re-covering frames to the previous chunk's "
+                        "latents noised to every step's t (the replacement method of Video Diffusion Models)")
     g.add_argument("--force", action="store_true", help="allow more than 4800 frames")
     g.add_argument("--truncate-prompt", action="store_true", help="keep the first 77 CLIP tokens of a longer prompt")
 
@@ -88,7 +91,7 @@ def _generate(args: argparse.Namespace) -> int:
         prompt=args.prompt, num_frames=args.num_frames, seed=args.seed, negative_prompt=args.negative_prompt,
         guidance_text=args.guidance_text, guidance_anchor=args.guidance_anchor, num_inference_steps=args.steps,
         refine=not args.no_refine, blend=args.blend, refine_steps=args.refine_steps, fps=args.fps, anchor_frame=args.anchor_frame,
-        preset=args.preset, force=args.force)
+        preset=args.preset, condition_replacement=args.condition_replacement, force=args.force)
     sources = ModelSources(preset=args.preset, base_model=args.base_model, streaming_model=args.streaming_model,
                            refiner=args.refiner, device=args.device, dtype=args.dtype, weights=args.weights)
     for option in ("base_model", "streaming_model", "refiner"):

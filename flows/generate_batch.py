@@ -78,6 +78,7 @@ def generate_batch(
     blend: Literal["randomized", "shared-noise", "independent"] = "randomized",
     refine_steps: Annotated[int, Field(ge=1, le=1000)] = 50,
     fps: Annotated[int, Field(ge=1, le=120)] = 10,
+    condition_replacement: bool = False,
     ray_address: str = "",
     pools: str = "local",
     base_model: str | None = None,
@@ -92,6 +93,8 @@ def generate_batch(
     num_frames), or the URI of a CSV, Parquet or JSONL file. ``ray_address``: '' starts a local
     Ray cluster, 'auto' joins the one on this machine, 'ray://host:10001' a remote one.
     ``pools``: 'local', 'gpu' (matches ray_cluster.yaml) or a YAML file of pool resources.
+    ``condition_replacement`` (beyond the paper, off by default): extension chunks pin their
+    re-covering frames to the previous chunk's noised latents (models.streaming_t2v.ConditionReplacement).
     """
     from infra.cluster import ClusterConfig
     from stages.sources import ModelSources
@@ -99,7 +102,8 @@ def generate_batch(
     # Everything is validated before any work starts.
     defaults = dict(num_frames=num_frames, seed=seed, negative_prompt=negative_prompt, preset=preset,
                     num_inference_steps=num_inference_steps, guidance_text=guidance_text,
-                    guidance_anchor=guidance_anchor, refine=refine, blend=blend, refine_steps=refine_steps, fps=fps)
+                    guidance_anchor=guidance_anchor, refine=refine, blend=blend, refine_steps=refine_steps, fps=fps,
+                    condition_replacement=condition_replacement)
     sources = ModelSources(preset=preset, base_model=base_model, streaming_model=streaming_model, refiner=refiner,
                            device=device, dtype=dtype)
     cluster = ClusterConfig.load(pools)

@@ -13,7 +13,9 @@ only a URL, which a local path or an s3:// object is not, so the markdown gives 
 Ablations (App. D.3, Sec. 5.2): ``blend`` (randomized / shared-noise / independent refinement
 chunks), ``apm`` (the "w/o APM" model) and ``cam_variant``: the conditioning of the streaming
 stage, ``cam`` or the ``conc-cond`` baseline (App. D.1), whose weights ``streaming_model`` must
-name (a directory trained by ``streamingt2v train --stage conc_cond``).
+name (a directory trained by ``streamingt2v train --stage conc_cond``). ``condition_replacement``
+(beyond the paper) runs the extension chunks with the replacement method
+(``models.streaming_t2v.ConditionReplacement``).
 """
 
 from __future__ import annotations
@@ -196,6 +198,7 @@ def nightly_benchmark(
     preset: Literal["tiny", "modelscope"] = "tiny",
     blend: Literal["randomized", "shared-noise", "independent"] = "randomized",
     apm: bool = True,
+    condition_replacement: bool = False,
     cam_variant: str = "cam",
     seed: Annotated[int, Field(ge=0)] = 0,
     num_inference_steps: Annotated[int, Field(ge=1, le=1000)] = 50,
@@ -231,7 +234,8 @@ def nightly_benchmark(
     cluster = ClusterConfig.load(pools)
     label, rows = prompt_rows(prompt_set)
     defaults = dict(num_frames=num_frames, seed=seed, preset=preset, num_inference_steps=num_inference_steps,
-                    refine=refine, blend=blend, refine_steps=refine_steps, apm=apm)
+                    refine=refine, blend=blend, refine_steps=refine_steps, apm=apm,
+                    condition_replacement=condition_replacement)
     try:
         requests = build_requests(rows, defaults)
     except ConfigError as exc:
@@ -240,7 +244,7 @@ def nightly_benchmark(
     run = {"run_id": flow_run.id, "run_started_at": datetime.now(timezone.utc), "prompt_set": label,
            "preset": preset, "num_frames": num_frames, "num_inference_steps": num_inference_steps, "refine": refine,
            "refine_steps": refine_steps, "blend": blend, "apm": apm, "cam_variant": cam_variant,
-           "flow_size": flow_size}
+           "flow_size": flow_size, "condition_replacement": condition_replacement}
     batch_uri = storage.join(output_uri, run["run_id"])
     manifest_uri = storage.join(batch_uri, MANIFEST_NAME)
     manifest = open_manifest(manifest_uri, run["run_id"], requests)

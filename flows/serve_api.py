@@ -116,6 +116,7 @@ class VideoBody(BaseModel):
     num_inference_steps: int = _DEFAULTS["num_inference_steps"]
     refine_steps: int = _DEFAULTS["refine_steps"]
     apm: bool = _DEFAULTS["apm"]
+    condition_replacement: bool = _DEFAULTS["condition_replacement"]
 
 
 class Cancelled(Exception):

@@ -17,6 +17,11 @@ MAX_FRAMES = 4800  # without --force: 8 minutes at 10 FPS (the paper shows up to
 MAX_FPS = 120
 
 
+# Parameters added after ids were first handed out: they enter a request's id only when set away
+# from these defaults, so every earlier request (and its manifest row and outputs) keeps its id.
+ID_OPTIONAL: dict[str, object] = {"condition_replacement": False}
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
@@ -32,6 +37,9 @@ class GenerationRequest:
     refine_guidance: float = 7.5
     anchor_frame: int = 0  # frame of the first chunk used as APM anchor
     apm: bool = True  # False: the "w/o APM" ablation (no anchor conditioning, text guidance only)
+    # Beyond the paper: pin each extension chunk's re-covering frames to the previous chunk's
+    # latents noised to every step's t (models.streaming_t2v.ConditionReplacement).
+    condition_replacement: bool = False
     fps: int = 10
     preset: str = "tiny"
     force: bool = field(default=False, compare=False)  # allow num_frames beyond MAX_FRAMES
@@ -54,6 +62,8 @@ class GenerationRequest:
         require(self.blend in BLEND_MODES, "blend", self.blend, f"one of {list(BLEND_MODES)}")
         require(isinstance(self.fps, int) and 1 <= self.fps <= MAX_FPS, "fps", self.fps,
                 f"an integer in [1, {MAX_FPS}]")
+        require(isinstance(self.condition_replacement, bool), "condition_replacement", self.condition_replacement,
+                "True or False")
         require(isinstance(self.anchor_frame, int) and 0 <= self.anchor_frame < MIN_FRAMES, "anchor_frame",
                 self.anchor_frame, f"an integer in [0, {MIN_FRAMES - 1}] (a frame of the first chunk)")
 
@@ -70,7 +80,11 @@ class GenerationRequest:
     def video_id(self) -> str:
         """Stable id of the request: the same command maps to the same id, which is what lets a
         re-run find and resume its earlier work."""
-        canonical = json.dumps(self.params(), sort_keys=True, separators=(",", ":"))
+        params = self.params()
+        for name, default in ID_OPTIONAL.items():  # later additions: old requests keep their ids
+            if params[name] == default:
+                del params[name]
+        canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def check_prompt_length(self, tokenizer, truncate: bool = False) -> None:

@@ -7,7 +7,7 @@ multi-conditioned guidance of Eq. 13.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -23,8 +23,43 @@ from models.guidance import GuidanceWeights, multi_conditioned_cfg, text_cfg
 from models.latent_video import LatentVideoModel, StepCallback, load_geometry
 from models.presets import ModelPreset, VideoConfig, get_preset
 from models.schedule import VIDEO_LDM_SCHEDULE, NoiseSchedule
+from models.seeding import randn
 from models.streaming_unet import StreamingT2VUNet
 from models.video_ldm import VideoLDM, unet_factor
+
+
+@dataclass(frozen=True)
+class ConditionReplacement:
+    """The replacement method of Ho et al. 2022 (Video Diffusion Models, Sec. 3.1) on top of CAM,
+    beyond the paper: before every noise prediction, the chunk's first F_cond noisy latents (the
+    frames that re-cover the condition) are replaced by the conditioning latents noised to that
+    step's t, x_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps (Table 12's schedule), with one eps per
+    chunk drawn from ``generators``. The new frames are then denoised next to the condition's own
+    noisy latents, not next to the model's re-cover of them.
+
+    latents: (b, c, F_cond, h, w), the previous chunk's last F_cond latents; generators: one per
+    video, a stream of its own so that the chunk's other noise is what it is without replacement.
+    """
+
+    latents: torch.Tensor
+    generators: list[torch.Generator]
+
+    def pinned(self, noise_fn, scheduler, device: torch.device, dtype: torch.dtype):
+        """``noise_fn`` evaluated on x_t with its first F_cond frames replaced."""
+        z = self.latents.to(device, dtype)
+        require(len(self.generators) == z.shape[0], "replacement.generators", len(self.generators),
+                f"one per video ({z.shape[0]})")
+        eps = torch.cat([randn((1, *z.shape[1:]), g, device, dtype) for g in self.generators])
+        k = z.shape[2]
+
+        def pinned_noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            require(x.shape[:2] == z.shape[:2] and x.shape[3:] == z.shape[3:] and x.shape[2] > k,
+                    "replacement.latents", tuple(z.shape), f"the first frames of the chunk's latents {tuple(x.shape)}")
+            x = x.clone()
+            x[:, :, :k] = scheduler.add_noise(z, eps, t.reshape(1).to(device))
+            return noise_fn(x, t)
+
+        return pinned_noise
 
 
 class StreamingT2V(LatentVideoModel):
@@ -101,12 +136,15 @@ class StreamingT2V(LatentVideoModel):
     def sample_chunk(self, prompts: list[str], anchor_frames: torch.Tensor | None, cond_frames: torch.Tensor,
                      generators: list[torch.Generator], weights: GuidanceWeights = GuidanceWeights(),
                      negative_prompts: list[str] | None = None, num_inference_steps: int | None = None,
-                     on_step: StepCallback | None = None) -> torch.Tensor:
+                     on_step: StepCallback | None = None,
+                     replacement: ConditionReplacement | None = None) -> torch.Tensor:
         """Latents (b, c, F, h, w) of the next chunk.
 
         anchor_frames: (b, 3, H, W), the APM anchor, or None to switch APM off (the "w/o APM"
         ablation: text guidance only); cond_frames: (b, 3, F_cond, H, W), the last F_cond frames
-        of the video so far, both in [-1, 1].
+        of the video so far, both in [-1, 1]. ``replacement`` (beyond the paper, off by default)
+        pins the chunk's first F_cond noisy latents to the conditioning latents noised to each
+        step's t (:class:`ConditionReplacement`).
         """
         b = len(prompts)
         require(cond_frames.shape[2] == self.cond_frames, "cond_frames", tuple(cond_frames.shape),
@@ -126,6 +164,8 @@ class StreamingT2V(LatentVideoModel):
             def noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                 return self.guided_noise(x, t, text_null, text_pos, anchor_null, anchor, cond, weights)
 
+        if replacement is not None:
+            noise = replacement.pinned(noise, self.schedule.make_scheduler(), self.device, self.dtype)
         shape = self.latent_shape(b, self.video.frames_per_chunk)
         return self.ddim_sample(noise, shape, generators, num_inference_steps, on_step)
 

@@ -3,7 +3,9 @@ the anchor frame of the first chunk (APM), with Eq. 13 guidance (paper Sec. 4, F
 
 Which frames are appended: chunk k >= 1 covers video frames [8k, 8k + 16); its first F_cond = 8
 frames re-cover the conditioning frames and are dropped, its last 8 are appended (see
-models/chunk_plan.py for the diagram and for lengths that are not 16 + 8n).
+models/chunk_plan.py for the diagram and for lengths that are not 16 + 8n). With the request's
+``condition_replacement`` (beyond the paper) those re-covering frames are pinned, at every step,
+to the previous chunk's latents noised to the step's t.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from models.chunk_plan import Chunk, ChunkPlan
 from models.latent_video import StepCallback
 from models.seeding import stream
-from models.streaming_t2v import StreamingT2V
+from models.streaming_t2v import ConditionReplacement, StreamingT2V
 from stages.init_chunk import ChunkOutput, InitChunkStage
 from models.request import GenerationRequest
 
@@ -29,13 +31,18 @@ class AutoregressiveExtendStage:
     def plan(self, request: GenerationRequest) -> ChunkPlan:
         return ChunkPlan.for_extend(request.num_frames, self.model.video.frames_per_chunk, self.model.cond_frames)
 
-    def next_chunk(self, request: GenerationRequest, chunk: Chunk, anchor: torch.Tensor, previous: torch.Tensor,
+    def next_chunk(self, request: GenerationRequest, chunk: Chunk, anchor: torch.Tensor, previous: ChunkOutput,
                    on_step: StepCallback | None = None) -> ChunkOutput:
-        """anchor: (1, 3, H, W); previous: the previous chunk's frames (1, 3, F, H, W)."""
-        cond = previous[:, :, -self.model.cond_frames:]
+        """anchor: (1, 3, H, W); previous: the previous chunk (its latents and frames (1, 3, F, H, W))."""
+        k = self.model.cond_frames
+        replacement = None
+        if request.condition_replacement:  # its own noise stream: the chunk's other draws stay the same
+            replacement = ConditionReplacement(previous.latents[:, :, -k:],
+                                               [stream(request.seed, "extend-replacement", chunk.index)])
         latents = self.model.sample_chunk(
-            [request.prompt], anchor if request.apm else None, cond, [stream(request.seed, "extend", chunk.index)],
-            request.guidance, [request.negative_prompt], request.num_inference_steps, on_step)
+            [request.prompt], anchor if request.apm else None, previous.frames[:, :, -k:],
+            [stream(request.seed, "extend", chunk.index)], request.guidance, [request.negative_prompt],
+            request.num_inference_steps, on_step, replacement)
         return ChunkOutput(latents, self.model.decode(latents))
 
 
@@ -74,5 +81,5 @@ def generate_low_res(request: GenerationRequest, init: InitChunkStage, extend: A
         kept.append(out.frames[:, :, chunk.kept_slice()])
         if on_kept is not None:
             on_kept(chunk, kept[-1])
-        previous = out.frames
+        previous = out
     return torch.cat(kept, dim=2)

@@ -18,6 +18,7 @@ from models.request import GenerationRequest
     ({"guidance_text": -2.0}, r"guidance\.text=-2.0: must be a finite number >= 0"),
     ({"blend": "soft"}, r"blend='soft'"),
     ({"anchor_frame": 16}, r"anchor_frame=16: must be an integer in \[0, 15\]"),
+    ({"condition_replacement": 1}, r"condition_replacement=1: must be True or False"),
 ])
 def test_bad_requests_name_the_field(kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -37,3 +38,17 @@ def test_overlong_prompts_are_refused_unless_truncation_is_asked_for():
         request.check_prompt_length(tokenizer)
     request.check_prompt_length(tokenizer, truncate=True)
     GenerationRequest("x" * 75).check_prompt_length(tokenizer)
+
+
+def test_a_parameter_added_later_leaves_earlier_ids_alone():
+    """condition_replacement came after ids were handed out: off (its default), it is not part of
+    the id, so a manifest written before it still resumes under the same ids."""
+    import hashlib
+    import json
+
+    request = GenerationRequest("a camel", seed=3)
+    params = request.params()
+    del params["condition_replacement"]
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    assert request.video_id == digest
+    assert GenerationRequest("a camel", seed=3, condition_replacement=True).video_id != digest

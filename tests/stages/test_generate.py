@@ -86,3 +86,20 @@ def test_apm_off_ablation_changes_the_extension_only(tiny_stages):
     on = generate_low_res(GenerationRequest(**kwargs), stages.init, stages.extend)
     off = generate_low_res(GenerationRequest(**kwargs, apm=False), stages.init, stages.extend)
     assert torch.equal(on[:, :, :16], off[:, :, :16]) and not torch.equal(on[:, :, 16:], off[:, :, 16:])
+
+
+def test_condition_replacement_changes_the_extension_only_and_resumes_bit_for_bit(tiny_stages):
+    """Beyond the paper: extension chunks pinned to the previous chunk's noised latents. The first
+    chunk is untouched, the replacement noise has its own stream (a resumed video equals an
+    uninterrupted one), and the option enters the video id only when on."""
+    kwargs = dict(prompt="A squirrel on a table full of big nuts.", num_frames=32, seed=4, **FAST)
+    request = GenerationRequest(**kwargs, condition_replacement=True)
+    assert request.video_id != GenerationRequest(**kwargs).video_id
+    saved: dict[int, torch.Tensor] = {}
+    on = generate_low_res(request, tiny_stages.init, tiny_stages.extend,
+                          on_chunk=lambda c, out: saved.__setitem__(c.index, out.latents))
+    off = generate_low_res(GenerationRequest(**kwargs), tiny_stages.init, tiny_stages.extend)
+    assert torch.equal(on[:, :, :16], off[:, :, :16]) and not torch.equal(on[:, :, 16:], off[:, :, 16:])
+    resumed = generate_low_res(request, tiny_stages.init, tiny_stages.extend,
+                               load_chunk=lambda c: saved[c.index] if c.index <= 1 else None)
+    assert torch.equal(resumed, on)
