@@ -108,7 +108,9 @@ def _check_row(index: int, row: Mapping[str, Any]) -> None:
 
 
 def _rows_table(video_rows: Sequence[Mapping[str, Any]], summary_row: Mapping[str, Any]) -> pa.Table:
-    rows = [{**row, "kind": "video"} for row in video_rows] + [{**summary_row, "kind": "summary"}]
+    # A later setting a caller does not give had its older value (as conform fills it in).
+    rows = ([{**SETTING_DEFAULTS, **row, "kind": "video"} for row in video_rows]
+            + [{**SETTING_DEFAULTS, **summary_row, "kind": "summary"}])
     for index, row in enumerate(rows):
         _check_row(index, row)
     run_ids = {row["run_id"] for row in rows}

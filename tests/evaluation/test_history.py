@@ -78,13 +78,16 @@ def test_an_older_history_is_read_and_upgraded_on_append(tmp_path):
     current = history.append_run(uri, *_run("old"))
     # a version-0 file: no schema-version key, and without columns added since
     dropped = ("mawe_reference", "reid_score", "failed", "init_s")
-    old = current.drop_columns(list(dropped)).replace_schema_metadata(None)
+    later_settings = tuple(history.SETTING_DEFAULTS)  # e.g. condition_replacement: not nullable
+    old = current.drop_columns([*dropped, *later_settings]).replace_schema_metadata(None)
     pq.write_table(old, uri)
 
     read = history.read_history(uri)
     assert read.schema == history.SCHEMA and read.num_rows == 4
     for name in dropped:
         assert read.column(name).null_count == 4
+    for name in later_settings:  # the value the older runs ran with
+        assert read.column(name).to_pylist() == [history.SETTING_DEFAULTS[name]] * 4
     assert read.column("mawe").to_pylist()[:2] == [2.0, 4.0]
     table = history.append_run(uri, *_run("new", night=1))
     assert table.num_rows == 8
