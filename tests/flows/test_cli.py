@@ -96,3 +96,14 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_video(tmp_path):
         (ref_video,), (new_video,) = reference.glob(pattern), crashed.glob(pattern)
         assert (read_video(str(ref_video)) == read_video(str(new_video))).all()
         assert len(read_video(str(new_video))) == 48
+
+
+def test_condition_replacement_reaches_the_request_and_its_id(tmp_path):
+    from models.request import GenerationRequest
+
+    assert main(["generate", "A camel resting on the snow field.", "--num-frames", "24", "--no-refine",
+                 "--out", str(tmp_path), "--steps", "2", "--condition-replacement"]) == 0
+    request = GenerationRequest("A camel resting on the snow field.", num_frames=24, refine=False,
+                                num_inference_steps=2, condition_replacement=True)
+    written = {p.name.split(".")[0] for p in tmp_path.iterdir() if p.suffix == ".mp4"}
+    assert written == {request.video_id}
