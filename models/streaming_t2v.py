@@ -44,17 +44,17 @@ class ConditionReplacement:
     latents: torch.Tensor
     generators: list[torch.Generator]
 
-    def pinned(self, noise_fn, scheduler, device: torch.device, dtype: torch.dtype):
-        """``noise_fn`` evaluated on x_t with its first F_cond frames replaced."""
+    def pinned(self, noise_fn, scheduler, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype):
+        """``noise_fn`` evaluated on x_t (of ``shape``) with its first F_cond frames replaced."""
         z = self.latents.to(device, dtype)
+        k = z.shape[2]
+        require(tuple(z.shape[:2]) == tuple(shape[:2]) and tuple(z.shape[3:]) == tuple(shape[3:]) and shape[2] > k,
+                "replacement.latents", tuple(z.shape), f"the first frames of the chunk's latents {tuple(shape)}")
         require(len(self.generators) == z.shape[0], "replacement.generators", len(self.generators),
                 f"one per video ({z.shape[0]})")
         eps = torch.cat([randn((1, *z.shape[1:]), g, device, dtype) for g in self.generators])
-        k = z.shape[2]
 
         def pinned_noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            require(x.shape[:2] == z.shape[:2] and x.shape[3:] == z.shape[3:] and x.shape[2] > k,
-                    "replacement.latents", tuple(z.shape), f"the first frames of the chunk's latents {tuple(x.shape)}")
             x = x.clone()
             x[:, :, :k] = scheduler.add_noise(z, eps, t.reshape(1).to(device))
             return noise_fn(x, t)
@@ -164,9 +164,9 @@ class StreamingT2V(LatentVideoModel):
             def noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                 return self.guided_noise(x, t, text_null, text_pos, anchor_null, anchor, cond, weights)
 
-        if replacement is not None:
-            noise = replacement.pinned(noise, self.schedule.make_scheduler(), self.device, self.dtype)
         shape = self.latent_shape(b, self.video.frames_per_chunk)
+        if replacement is not None:
+            noise = replacement.pinned(noise, self.schedule.make_scheduler(), shape, self.device, self.dtype)
         return self.ddim_sample(noise, shape, generators, num_inference_steps, on_step)
 
     # -- construction -------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from models.errors import ConfigError
 from models.seeding import randn, stream
 from models.streaming_t2v import ConditionReplacement
 
@@ -41,11 +43,15 @@ def test_replacement_pins_the_recovering_frames_to_the_noised_condition_at_every
 
 
 def test_replacement_needs_one_generator_per_video(tiny_streaming):
-    import pytest
-
-    from models.errors import ConfigError
-
-    z = torch.zeros(1, 4, tiny_streaming.cond_frames, 8, 8)
+    m = tiny_streaming
+    z = torch.zeros(1, 4, m.cond_frames, m.video.height // m.vae_scale, m.video.width // m.vae_scale)
     with pytest.raises(ConfigError) as err:
         _unet_inputs(tiny_streaming, replacement=ConditionReplacement(z, []))
     assert err.value.field == "replacement.generators"
+
+
+def test_replacement_latents_must_match_the_chunk(tiny_streaming):
+    z = torch.zeros(1, 4, tiny_streaming.cond_frames, 3, 3)  # not the chunk's latent size
+    with pytest.raises(ConfigError) as err:
+        _unet_inputs(tiny_streaming, replacement=ConditionReplacement(z, [stream(0, "extend-replacement", 1)]))
+    assert err.value.field == "replacement.latents"
