@@ -39,7 +39,6 @@ url, chunks_total, status}; ``done`` {video_url, ...}; ``failed`` / ``cancelled`
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import time
@@ -60,7 +59,7 @@ from infra.run_store import RunStore
 from infra.video_io import to_uint8, write_mp4
 from models.errors import ConfigError
 from models.refinement import BlendMode
-from models.request import MIN_FRAMES, GenerationRequest
+from models.request import MIN_FRAMES, PARAM_DEFAULTS, GenerationRequest
 from stages.generate import Progress, Stages, generate_video
 from stages.sources import ModelSources
 
@@ -94,9 +93,6 @@ class ServeArgs(BaseModel):
     api_token: str | None = None  # else the STREAMINGT2V_API_TOKEN environment variable of the API replicas
 
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationRequest) if f.default is not dataclasses.MISSING}
-
-
 class VideoBody(BaseModel):
     """The body of ``POST /v1/videos``: the parameters of :class:`models.request.GenerationRequest`,
     which checks their ranges (its defaults apply)."""
@@ -104,19 +100,19 @@ class VideoBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str
-    num_frames: int = _DEFAULTS["num_frames"]
-    seed: int = _DEFAULTS["seed"]
-    preset: str = _DEFAULTS["preset"]
-    refine: bool = _DEFAULTS["refine"]
-    fps: int = _DEFAULTS["fps"]
-    guidance_text: float = _DEFAULTS["guidance_text"]
-    guidance_anchor: float = _DEFAULTS["guidance_anchor"]
-    negative_prompt: str = _DEFAULTS["negative_prompt"]
-    blend: BlendMode = _DEFAULTS["blend"]
-    num_inference_steps: int = _DEFAULTS["num_inference_steps"]
-    refine_steps: int = _DEFAULTS["refine_steps"]
-    apm: bool = _DEFAULTS["apm"]
-    condition_replacement: bool = _DEFAULTS["condition_replacement"]
+    num_frames: int = PARAM_DEFAULTS["num_frames"]
+    seed: int = PARAM_DEFAULTS["seed"]
+    preset: str = PARAM_DEFAULTS["preset"]
+    refine: bool = PARAM_DEFAULTS["refine"]
+    fps: int = PARAM_DEFAULTS["fps"]
+    guidance_text: float = PARAM_DEFAULTS["guidance_text"]
+    guidance_anchor: float = PARAM_DEFAULTS["guidance_anchor"]
+    negative_prompt: str = PARAM_DEFAULTS["negative_prompt"]
+    blend: BlendMode = PARAM_DEFAULTS["blend"]
+    num_inference_steps: int = PARAM_DEFAULTS["num_inference_steps"]
+    refine_steps: int = PARAM_DEFAULTS["refine_steps"]
+    apm: bool = PARAM_DEFAULTS["apm"]
+    condition_replacement: bool = PARAM_DEFAULTS["condition_replacement"]
 
 
 class Cancelled(Exception):

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from infra import storage
 from models.errors import ConfigError, require
-from models.request import GenerationRequest
+from models.request import PARAM_DEFAULTS, GenerationRequest
 
 SCHEMA_VERSION = 1
 VERSION_KEY = b"manifest_schema_version"
@@ -61,7 +61,7 @@ REQUEST_COLUMNS: tuple[str, ...] = tuple(f.name for f in _request_fields())
 
 # Non-nullable columns that can be filled in when an older manifest lacks them.
 DEFAULTS: dict[str, Any] = {
-    **{f.name: f.default for f in _request_fields() if f.default is not dataclasses.MISSING},
+    **PARAM_DEFAULTS,
     "status": "pending", **{name: "pending" for name in STAGE_STATUS_COLUMNS},
     "attempts": 0, "chunks_done": 0, "schema_version": SCHEMA_VERSION,
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from models.errors import ConfigError, require
 from models.guidance import GuidanceWeights
@@ -98,3 +98,9 @@ class GenerationRequest:
             if count > limit and not truncate:
                 raise ConfigError(name, f"{count} tokens", f"at most {limit} CLIP tokens including start/end "
                                   "(shorten it, or pass --truncate-prompt to keep the first 77)")
+
+
+PARAM_DEFAULTS: dict[str, object] = {f.name: f.default for f in fields(GenerationRequest)
+                                     if f.name != "force" and f.default is not MISSING}
+"""The default of every request parameter that has one (``force`` is not a parameter: it only lifts
+a limit); the one table the Serve body and the batch manifest fill in from."""

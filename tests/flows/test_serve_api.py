@@ -299,3 +299,11 @@ def test_job_board_ignores_a_superseded_attempt(tmp_path):
         board.submit(GenerationRequest("A third.", num_frames=16, **TINY))
     reread = JobBoard(str(tmp_path))  # a restart: the running job was interrupted
     assert (reread.view(request.video_id)["status"], reread.view(request.video_id)["error"]) == ("failed", INTERRUPTED)
+
+
+def test_the_body_defaults_are_the_request_defaults():
+    from flows.serve_api import VideoBody
+    from models.request import PARAM_DEFAULTS
+
+    fields = {name: info.default for name, info in VideoBody.model_fields.items() if name != "prompt"}
+    assert fields == {name: PARAM_DEFAULTS[name] for name in fields}

@@ -6,7 +6,7 @@ import pytest
 
 from models.errors import ConfigError
 from models.tokenizer import tiny_clip_tokenizer
-from models.request import GenerationRequest
+from models.request import PARAM_DEFAULTS, GenerationRequest
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -52,3 +52,9 @@ def test_a_parameter_added_later_leaves_earlier_ids_alone():
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert request.video_id == digest
     assert GenerationRequest("a camel", seed=3, condition_replacement=True).video_id != digest
+
+
+def test_param_defaults_are_the_request_defaults():
+    params = GenerationRequest("a red circle").params()
+    assert PARAM_DEFAULTS == {k: v for k, v in params.items() if k != "prompt"}
+    assert "force" not in PARAM_DEFAULTS
