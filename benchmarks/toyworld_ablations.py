@@ -11,6 +11,8 @@ versioned history as the nightly runs::
         --conc-cond-model .toyruns/conc_cond-model --num-frames 240 --steps 50 \\
         --pools benchmarks/toyworld_pools.yaml
 
+The conditioning rows default to the stage-1 models shipped under ``toyworld/weights/ablation``.
+
 CAM and Conc-Cond are compared without APM (Conc-Cond has none; CAM stage 1 is the model trained
 with the same budget) and without refinement (the conditioning is what differs); the blending
 rows use the default toy-world models with refinement on; the shipped row uses them with APM and
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from infra.cluster import ClusterConfig
 from models.errors import ConfigError, require
 from toyworld.dataset import HELD_OUT_PROMPTS
+from toyworld.weights import ablation_model
 
 METRICS = ("scuts", "flow_magnitude_std", "mawe", "ofs")
 """Columns of the table (the nightly flow's metric means)."""
@@ -78,7 +81,8 @@ class AblationConfig:
         if "conditioning" in self.comparisons:
             for name in ("cam_model", "conc_cond_model"):
                 require(bool(getattr(self, name)), name, getattr(self, name),
-                        "a model directory (the CAM vs Conc-Cond rows need both)")
+                        "a model directory (the CAM vs Conc-Cond rows need both; the command line takes the "
+                        "ones shipped under toyworld/weights/ablation when present)")
 
     def ablations(self) -> list[Ablation]:
         low_res = {"apm": False, "refine": False}
@@ -154,8 +158,11 @@ def markdown(rows: list[dict], config: AblationConfig) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.toyworld_ablations", description=__doc__.split("\n\n")[0])
-    p.add_argument("--cam-model", help="CAM stage-1 model (train --stage cam); for the conditioning rows")
-    p.add_argument("--conc-cond-model", help="Conc-Cond model (train --stage conc_cond); for the conditioning rows")
+    for stage in ("cam", "conc_cond"):
+        shipped = ablation_model(f"ablation/{stage}")
+        p.add_argument(f"--{stage.replace('_', '-')}-model", default=str(shipped) if shipped else None,
+                       help=f"the model of `train --stage {stage}` for the conditioning rows "
+                            f"(default: the shipped toyworld/weights/ablation/{stage}, if any)")
     p.add_argument("--only", choices=COMPARISONS, default=None, help="run one comparison's rows (default: all)")
     p.add_argument("--num-prompts", type=int, default=len(HELD_OUT_PROMPTS))
     p.add_argument("--num-frames", type=int, default=240)

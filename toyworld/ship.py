@@ -7,6 +7,7 @@ weights), so a shipped model computes with the float16-rounded values of the tra
 Everything else (configs, tokenizer, ``training.json`` with the loss curve) is copied as is::
 
     python -m toyworld.ship .toyruns/cam_apm-model streaming
+    python -m toyworld.ship .toyruns/conc_cond-model ablation/conc_cond   # an ablation row's model
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from safetensors.torch import save_file
 
 from models.errors import ConfigError, require
 from stages.sources import DTYPES
-from toyworld.weights import MODELS, WEIGHTS_DIR
+from toyworld.weights import ABLATION_MODELS, MODELS, WEIGHTS_DIR
 
 SHIP_DTYPES = {name: DTYPES[name] for name in ("float16", "float32")}
 """The dtypes weights may be shipped in (bfloat16's 8-bit mantissa would lose too much)."""
@@ -43,18 +44,18 @@ def ship(source: str | Path, name: str, dtype: str = "float16", weights_dir: str
     """Copy the trained model directory ``source`` to ``weights_dir/name`` with its weights in
     ``dtype``. The new directory is built beside the old one and swapped in whole."""
     source, weights_dir = Path(source), Path(weights_dir)
-    require(name in MODELS, "name", name, f"one of {MODELS}")
+    require(name in MODELS + ABLATION_MODELS, "name", name, f"one of {MODELS + ABLATION_MODELS}")
     require(dtype in SHIP_DTYPES, "dtype", dtype, f"one of {sorted(SHIP_DTYPES)}")
     if not (source / "streamingt2v.json").is_file() or not (source / "training.json").is_file():
         raise ConfigError("source", str(source), "a model directory written by `streamingt2v train --out`")
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=weights_dir))
+    target = weights_dir / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        built = staging / name
+        built = staging / target.name
         shutil.copytree(source, built)
         for file in sorted(built.rglob("*.safetensors")):
             cast_safetensors(file, SHIP_DTYPES[dtype])
-        target = weights_dir / name
         if target.exists():
             target.rename(staging / "replaced")  # removed with the staging directory
         built.rename(target)
@@ -66,7 +67,7 @@ def ship(source: str | Path, name: str, dtype: str = "float16", weights_dir: str
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m toyworld.ship", description=__doc__.split("\n\n")[0])
     p.add_argument("source", help="a trained model directory (streamingt2v train --out)")
-    p.add_argument("name", help=f"one of {MODELS}")
+    p.add_argument("name", help=f"one of {MODELS + ABLATION_MODELS}")
     p.add_argument("--dtype", default="float16", help=f"one of {sorted(SHIP_DTYPES)}")
     args = p.parse_args(argv)
     try:

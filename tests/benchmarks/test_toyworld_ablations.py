@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.toyworld_ablations import METRICS, TRACKING, AblationConfig, main, markdown, run, tracking_means
+from benchmarks.toyworld_ablations import METRICS, TRACKING, AblationConfig, _parser, main, markdown, run, tracking_means
 from models.errors import ConfigError
 
 
@@ -66,3 +66,15 @@ def test_tracking_columns_follow_the_captioned_object_of_each_finished_video(tmp
     manifest.write(str(tmp_path / "manifest.parquet"))
     means = tracking_means(str(tmp_path / "manifest.parquet"))
     assert means["presence"] == 1.0 and abs(means["speed_along"] - 0.2) < 0.02 and means["along_fraction"] == 1.0
+
+
+def test_the_conditioning_rows_default_to_the_shipped_ablation_models(tmp_path, monkeypatch):
+    import toyworld.weights as weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    assert _parser().parse_args([]).cam_model is None  # none shipped: the rows need them given
+    for name in ("cam", "conc_cond"):
+        (tmp_path / "ablation" / name).mkdir(parents=True)
+        (tmp_path / "ablation" / name / "streamingt2v.json").write_text("{}")
+    args = _parser().parse_args(["--cam-model", "mine"])
+    assert (args.cam_model, args.conc_cond_model) == ("mine", str(tmp_path / "ablation" / "conc_cond"))

@@ -63,6 +63,20 @@ def test_shipping_again_replaces_the_model_whole(trained_dir, tmp_path):
     assert not stale.exists() and [p.name for p in weights.iterdir()] == ["base"]
 
 
+def test_an_ablation_model_ships_under_ablation_and_is_found_there(trained_dir, tmp_path, monkeypatch):
+    import toyworld.weights as weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "weights")
+    assert weights.ablation_model("ablation/conc_cond") is None  # not shipped yet
+    target = ship(trained_dir, "ablation/conc_cond", weights_dir=tmp_path / "weights")
+    assert target == tmp_path / "weights" / "ablation" / "conc_cond"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["conc_cond"]  # no staging left behind
+    assert weights.ablation_model("ablation/conc_cond") == target
+    assert all(_dtypes(f) == {torch.float16} for f in target.rglob("*.safetensors"))
+    with pytest.raises(ConfigError, match="model"):
+        weights.ablation_model("conc_cond")
+
+
 def test_bad_input_names_the_field(trained_dir, tmp_path, capsys):
     with pytest.raises(ConfigError, match="name"):
         ship(trained_dir, "vae", weights_dir=tmp_path)

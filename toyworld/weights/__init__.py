@@ -4,6 +4,10 @@
 (autoregressive-extend) and ``refiner`` the video model of the refinement stage, each a
 loadable model directory (safetensors) produced by the project's own training code; README.md
 beside this file gives the exact commands, seed and training curves.
+
+``ablation/cam`` and ``ablation/conc_cond``, where shipped, are the two stage-1 models of the
+README's CAM vs Conc-Cond rows (App. D.1), trained with the same budget from ``base``; they are
+not used for generation, only by ``benchmarks.toyworld_ablations``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from models.errors import ConfigError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 MODELS: tuple[str, ...] = ("base", "streaming", "refiner")
+ABLATION_MODELS: tuple[str, ...] = ("ablation/cam", "ablation/conc_cond")
 
 
 def model_dir(name: str) -> Path:
@@ -25,3 +30,12 @@ def model_dir(name: str) -> Path:
         raise ConfigError("weights", "trained", f"the shipped toy-world model at {path} (missing from this "
                           "install); or weights='random'")
     return path
+
+
+def ablation_model(name: str) -> Path | None:
+    """The shipped ablation model ``name`` (one of :data:`ABLATION_MODELS`), or None when this
+    install does not ship it."""
+    if name not in ABLATION_MODELS:
+        raise ConfigError("model", name, f"one of {ABLATION_MODELS}")
+    path = WEIGHTS_DIR / name
+    return path if (path / "streamingt2v.json").is_file() else None
