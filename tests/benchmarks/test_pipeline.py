@@ -37,9 +37,12 @@ def test_every_switch_computes_the_same_step(weights):
         torch.nn.init.normal_(p, std=0.1)
     torch.manual_seed(0)
     reference = extend_step(model, Switches(), weights)[0]()
+    # Eq. 13 adds the branches with weights w_text and w_anchor, so a float32 rounding difference of one
+    # branch (another BLAS kernel, another CPU) reaches the guided output up to 1 + w_text + w_anchor times.
+    atol = 1e-5 * (1 + weights.text + weights.anchor)
     for switches in (Switches(batched_guidance=False), Switches(reuse_econd=False), Switches(sdpa=False)):
         torch.manual_seed(0)
-        torch.testing.assert_close(extend_step(model, switches, weights)[0](), reference, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(extend_step(model, switches, weights)[0](), reference, rtol=1e-4, atol=atol)
 
 
 def test_three_way_guidance_costs_a_third_branch():
