@@ -44,13 +44,21 @@ COMPARISONS = ("conditioning", "blending", "shipped")
 """CAM vs Conc-Cond and randomized blending vs independent chunks (two rows each), and the shipped
 model's low-resolution videos (one row)."""
 
+ROWS = {"cam": "conditioning", "conc-cond": "conditioning", "randomized": "blending", "independent": "blending",
+        "shipped": "shipped"}
+"""Each row's key (its run directory under the output URI) and its comparison. One row can run
+alone (`--rows`), e.g. CAM's while Conc-Cond is still training; rows run one at a time into the
+same output URI make the same table."""
+
+MODEL_OF_ROW = {"cam": "cam_model", "conc-cond": "conc_cond_model"}
+"""The conditioning rows' model fields."""
+
 
 @dataclass(frozen=True)
 class Ablation:
     """One row: a label, the nightly-benchmark parameters that make it, and what the paper says."""
 
-    key: str  # the row's run directory under the output URI
-    comparison: str  # one of COMPARISONS
+    key: str  # a ROWS key: the row's run directory under the output URI
     label: str
     params: dict
     expectation: str
@@ -71,6 +79,7 @@ class AblationConfig:
     pools: str = "local"  # the stage pools' profile or YAML file (infra.cluster)
     comparisons: tuple[str, ...] = COMPARISONS
     condition_replacement: bool = False  # every row's extension chunks (models.streaming_t2v.ConditionReplacement)
+    rows: tuple[str, ...] | None = None  # ROWS keys to run, within `comparisons`; None: all of their rows
 
     def __post_init__(self) -> None:
         require(1 <= self.num_prompts <= len(HELD_OUT_PROMPTS), "num_prompts", self.num_prompts,
@@ -78,29 +87,40 @@ class AblationConfig:
         ClusterConfig.load(self.pools)  # a ConfigError naming `pools` before any run starts
         require(bool(self.comparisons) and set(self.comparisons) <= set(COMPARISONS), "comparisons",
                 self.comparisons, f"a non-empty subset of {COMPARISONS}")
-        if "conditioning" in self.comparisons:
-            for name in ("cam_model", "conc_cond_model"):
+        if self.rows is not None:
+            allowed = [key for key, comparison in ROWS.items() if comparison in self.comparisons]
+            require(bool(self.rows) and set(self.rows) <= set(allowed), "rows", self.rows,
+                    f"a non-empty subset of {tuple(allowed)} (the rows of {self.comparisons})")
+        for key in self.row_keys():
+            if key in MODEL_OF_ROW:
+                name = MODEL_OF_ROW[key]
                 require(bool(getattr(self, name)), name, getattr(self, name),
-                        "a model directory (the CAM vs Conc-Cond rows need both; the command line takes the "
-                        "ones shipped under toyworld/weights/ablation when present)")
+                        f"a model directory (the {key} row's; the command line takes the one shipped under "
+                        "toyworld/weights/ablation when present)")
+
+    def row_keys(self) -> list[str]:
+        """The keys of the rows to run, in the table's order."""
+        return [key for key, comparison in ROWS.items()
+                if comparison in self.comparisons and (self.rows is None or key in self.rows)]
 
     def ablations(self) -> list[Ablation]:
         low_res = {"apm": False, "refine": False}
         refined = {**self.sources, "refine": True}
         rows = [
-            Ablation("cam", "conditioning", "CAM (stage 1, no APM)", {**low_res, "streaming_model": self.cam_model},
+            Ablation("cam", "CAM (stage 1, no APM)", {**low_res, "streaming_model": self.cam_model},
                      "fewer SCuts than Conc-Cond"),
-            Ablation("conc-cond", "conditioning", "Conc-Cond",
+            Ablation("conc-cond", "Conc-Cond",
                      {**low_res, "streaming_model": self.conc_cond_model, "cam_variant": "conc-cond"},
                      "more SCuts than CAM"),
-            Ablation("randomized", "blending", "randomized blending", {**refined, "blend": "randomized"},
+            Ablation("randomized", "randomized blending", {**refined, "blend": "randomized"},
                      "lower flow-magnitude std than independent chunks"),
-            Ablation("independent", "blending", "independent chunks", {**refined, "blend": "independent"},
+            Ablation("independent", "independent chunks", {**refined, "blend": "independent"},
                      "higher flow-magnitude std than randomized blending"),
-            Ablation("shipped", "shipped", "shipped model (CAM+APM), low res", {**self.sources, "refine": False},
+            Ablation("shipped", "shipped model (CAM+APM), low res", {**self.sources, "refine": False},
                      "no SCuts (long videos without hard cuts)"),
         ]
-        return [row for row in rows if row.comparison in self.comparisons]
+        keys = self.row_keys()
+        return [row for row in rows if row.key in keys]
 
     def common(self) -> dict:
         return {"prompt_set": list(HELD_OUT_PROMPTS[:self.num_prompts]), "num_frames": self.num_frames,
@@ -164,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"the model of `train --stage {stage}` for the conditioning rows "
                             f"(default: the shipped toyworld/weights/ablation/{stage}, if any)")
     p.add_argument("--only", choices=COMPARISONS, default=None, help="run one comparison's rows (default: all)")
+    p.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=None,
+                   help="run only these rows (within --only's comparison), e.g. `--rows cam` while Conc-Cond "
+                        "is still training; rows run one at a time into the same --out make the same table")
     p.add_argument("--num-prompts", type=int, default=len(HELD_OUT_PROMPTS))
     p.add_argument("--num-frames", type=int, default=240)
     p.add_argument("--steps", type=int, default=50)
@@ -188,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = AblationConfig(args.cam_model, args.conc_cond_model, args.num_prompts, args.num_frames, args.steps,
                                 args.refine_steps, args.flow_size, args.seed, args.out, sources, args.pools,
-                                (args.only,) if args.only else COMPARISONS, args.condition_replacement)
+                                (args.only,) if args.only else COMPARISONS, args.condition_replacement,
+                                tuple(args.rows) if args.rows else None)
     except ConfigError as exc:
         print(f"toyworld_ablations: error: {exc}", file=sys.stderr)
         return 2

@@ -49,6 +49,23 @@ def test_one_comparison_runs_its_rows_only():
     assert err.value.field == "comparisons"
 
 
+def test_one_row_runs_alone_and_needs_only_its_own_model(capsys, tmp_path):
+    """CAM's row can run while Conc-Cond is still training: it needs no Conc-Cond model."""
+    cam_only = AblationConfig("cam", None, comparisons=("conditioning",), rows=("cam",))
+    assert [(a.key, a.params["streaming_model"]) for a in cam_only.ablations()] == [("cam", "cam")]
+    assert [a.key for a in AblationConfig("cam", "conc", rows=("shipped", "cam")).ablations()] == ["cam", "shipped"]
+    with pytest.raises(ConfigError) as err:
+        AblationConfig("cam", None, rows=("conc-cond",))
+    assert err.value.field == "conc_cond_model" and "conc-cond row" in str(err.value)
+    with pytest.raises(ConfigError) as err:  # a row outside the chosen comparison
+        AblationConfig("cam", "conc", comparisons=("blending",), rows=("cam",))
+    assert err.value.field == "rows" and "randomized" in str(err.value)
+    args = _parser().parse_args(["--only", "conditioning", "--rows", "cam"])
+    assert args.rows == ["cam"]
+    assert main(["--cam-model", "a", "--only", "shipped", "--rows", "cam", "--out", str(tmp_path)]) == 2
+    assert "rows" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
 def test_tracking_columns_follow_the_captioned_object_of_each_finished_video(tmp_path):
     """A run's manifest with a rendered clip (the truth moves 0.2 widths/s) and a failed video."""
     from infra.manifest import BatchManifest
