@@ -47,8 +47,8 @@ model's low-resolution videos (one row)."""
 ROWS = {"cam": "conditioning", "conc-cond": "conditioning", "randomized": "blending", "independent": "blending",
         "shipped": "shipped"}
 """Each row's key (its run directory under the output URI) and its comparison. One row can run
-alone (`--rows`), e.g. CAM's while Conc-Cond is still training; rows run one at a time into the
-same output URI make the same table."""
+alone (`--rows`), e.g. CAM's while Conc-Cond is still training: each row is its own seeded run,
+so its figures do not depend on which other rows run in the same call."""
 
 MODEL_OF_ROW = {"cam": "cam_model", "conc-cond": "conc_cond_model"}
 """The conditioning rows' model fields."""
