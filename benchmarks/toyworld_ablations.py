@@ -186,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", choices=COMPARISONS, default=None, help="run one comparison's rows (default: all)")
     p.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=None,
                    help="run only these rows (within --only's comparison), e.g. `--rows cam` while Conc-Cond "
-                        "is still training; rows run one at a time into the same --out make the same table")
+                        "is still training; a row's figures do not depend on the other rows of the call")
     p.add_argument("--num-prompts", type=int, default=len(HELD_OUT_PROMPTS))
     p.add_argument("--num-frames", type=int, default=240)
     p.add_argument("--steps", type=int, default=50)
