@@ -88,7 +88,7 @@ class AblationConfig:
         require(bool(self.comparisons) and set(self.comparisons) <= set(COMPARISONS), "comparisons",
                 self.comparisons, f"a non-empty subset of {COMPARISONS}")
         if self.rows is not None:
-            allowed = [key for key, comparison in ROWS.items() if comparison in self.comparisons]
+            allowed = self._comparison_rows()
             require(bool(self.rows) and set(self.rows) <= set(allowed), "rows", self.rows,
                     f"a non-empty subset of {tuple(allowed)} (the rows of {self.comparisons})")
         for key in self.row_keys():
@@ -98,10 +98,13 @@ class AblationConfig:
                         f"a model directory (the {key} row's; the command line takes the one shipped under "
                         "toyworld/weights/ablation when present)")
 
+    def _comparison_rows(self) -> list[str]:
+        """The keys of every row of the chosen comparisons, in the table's order."""
+        return [key for key, comparison in ROWS.items() if comparison in self.comparisons]
+
     def row_keys(self) -> list[str]:
         """The keys of the rows to run, in the table's order."""
-        return [key for key, comparison in ROWS.items()
-                if comparison in self.comparisons and (self.rows is None or key in self.rows)]
+        return [key for key in self._comparison_rows() if self.rows is None or key in self.rows]
 
     def ablations(self) -> list[Ablation]:
         low_res = {"apm": False, "refine": False}
