@@ -80,6 +80,7 @@ class AblationConfig:
     comparisons: tuple[str, ...] = COMPARISONS
     condition_replacement: bool = False  # every row's extension chunks (models.streaming_t2v.ConditionReplacement)
     rows: tuple[str, ...] | None = None  # ROWS keys to run, within `comparisons`; None: all of their rows
+    resume: bool = False  # each row continues its unfinished run under output_uri, if it has one
 
     def __post_init__(self) -> None:
         require(1 <= self.num_prompts <= len(HELD_OUT_PROMPTS), "num_prompts", self.num_prompts,
@@ -133,14 +134,26 @@ class AblationConfig:
                 "history_uri": f"{self.output_uri}/history.parquet"}
 
 
+def resumed_run(config: AblationConfig, key: str) -> str | None:
+    """The run a row continues with ``resume``: its one unfinished run under the output URI, or None."""
+    from flows.nightly_benchmark import unfinished_runs
+
+    runs = unfinished_runs(f"{config.output_uri}/{key}", config.common()["history_uri"])
+    require(len(runs) <= 1, "resume", runs,
+            f"at most one unfinished run of the {key} row under {config.output_uri}/{key} (remove the others)")
+    return runs[0] if runs else None
+
+
 def run(config: AblationConfig) -> list[dict]:
-    """Run every ablation through the nightly-benchmark flow; one result row each."""
+    """Run every ablation through the nightly-benchmark flow; one result row each. With ``resume``,
+    a row that a crash or a cancel left unfinished keeps its finished videos and chunks."""
     from flows.nightly_benchmark import nightly_benchmark
 
     rows = []
     for ablation in config.ablations():
+        run_id = resumed_run(config, ablation.key) if config.resume else None
         result = nightly_benchmark(**config.common(), **ablation.params,
-                                   output_uri=f"{config.output_uri}/{ablation.key}")
+                                   output_uri=f"{config.output_uri}/{ablation.key}", run_id=run_id)
         rows.append({"label": ablation.label, "expectation": ablation.expectation, "run_id": result["run_id"],
                      "videos": result["videos"], "failed": result["failed"],
                      **{m: result["means"].get(m) for m in METRICS}, **tracking_means(result["manifest"])})
@@ -190,6 +203,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=None,
                    help="run only these rows (within --only's comparison), e.g. `--rows cam` while Conc-Cond "
                         "is still training; a row's figures do not depend on the other rows of the call")
+    p.add_argument("--resume", action="store_true",
+                   help="each row continues its unfinished run under --out (one a crash or a cancel stopped): "
+                        "finished videos are kept, the others resume from their last finished chunk")
     p.add_argument("--num-prompts", type=int, default=len(HELD_OUT_PROMPTS))
     p.add_argument("--num-frames", type=int, default=240)
     p.add_argument("--steps", type=int, default=50)
@@ -215,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         config = AblationConfig(args.cam_model, args.conc_cond_model, args.num_prompts, args.num_frames, args.steps,
                                 args.refine_steps, args.flow_size, args.seed, args.out, sources, args.pools,
                                 (args.only,) if args.only else COMPARISONS, args.condition_replacement,
-                                tuple(args.rows) if args.rows else None)
+                                tuple(args.rows) if args.rows else None, args.resume)
     except ConfigError as exc:
         print(f"toyworld_ablations: error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -45,6 +46,7 @@ from models.request import MAX_FRAMES
 CAM_VARIANTS = ("cam", "conc-cond")
 WORST_VIDEOS = 4
 MARKDOWN_KEY = "nightly-benchmark-summary"
+RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a run's directory under output_uri
 
 # evaluate_video's metric names -> the batch manifest's metric columns (mawe_reference has none).
 MANIFEST_COLUMNS = {"scuts": "scuts", "ofs": "ofs", "warp_error": "warp_error", "mawe": "mawe",
@@ -176,6 +178,15 @@ def summary_markdown(run: dict[str, Any], summary: dict[str, Any], previous: dic
     return "\n".join(lines)
 
 
+def unfinished_runs(output_uri: str, history_uri: str) -> list[str]:
+    """The ids of the runs under ``output_uri`` that have a manifest but no summary in the history
+    (a crash or a cancel stopped them before the end), sorted; pass one as ``run_id`` to finish it."""
+    fs, root = storage.filesystem(output_uri)
+    started = {posixpath.basename(posixpath.dirname(path)) for path in fs.glob(f"{root.rstrip('/')}/*/{MANIFEST_NAME}")}
+    finished = {row["run_id"] for row in history.summaries(history.read_history(history_uri))}
+    return sorted(started - finished)
+
+
 def check_cam_variant(cam_variant: str, streaming_model: str | None, apm: bool) -> None:
     """The streaming model must be of the benchmarked variant; Conc-Cond has no APM."""
     from models.streaming_t2v import conditioning_of
@@ -214,6 +225,7 @@ def nightly_benchmark(
     metric_models: ModelPaths = ModelPaths(),
     raft_weights: str | None = None,
     flow_size: Annotated[int, Field(ge=FLOW_SIZES[0], le=FLOW_SIZES[1])] = 720,
+    run_id: str | None = None,
 ) -> dict:
     """Benchmark one prompt set; returns the run id, URIs, counts and the metric means.
 
@@ -221,12 +233,17 @@ def nightly_benchmark(
     CSV / Parquet / JSONL prompt file. ``metric_models``: local model files of the learned metrics
     (CLIP, aesthetic MLP, face models); a metric without its files is reported missing. Other
     parameters as in generate-batch; ``flow_size``: frames are resized to this square for flow
-    (paper: 720).
+    (paper: 720). ``run_id``: continue that run (its directory under ``output_uri``, e.g. one a crash
+    or a cancel left unfinished; :func:`unfinished_runs` lists them): its finished videos are kept,
+    the others resume from their last finished chunk, and its history rows are replaced. Default: a
+    new run, named by the flow run's id.
     """
     from infra.cluster import ClusterConfig
     from stages.sources import ModelSources
 
     # Everything is validated before any work starts.
+    require(run_id is None or RUN_ID.fullmatch(run_id) is not None, "run_id", run_id,
+            "a run directory's name: letters, digits, '-' and '_' (1-64 characters), or None for a new run")
     require(cam_variant in CAM_VARIANTS, "cam_variant", cam_variant, f"one of {list(CAM_VARIANTS)}")
     sources = ModelSources(preset=preset, base_model=base_model, streaming_model=streaming_model, refiner=refiner,
                            device=device, dtype=dtype)
@@ -241,7 +258,7 @@ def nightly_benchmark(
     except ConfigError as exc:
         raise _prompt_set_error(exc) from None
 
-    run = {"run_id": flow_run.id, "run_started_at": datetime.now(timezone.utc), "prompt_set": label,
+    run = {"run_id": run_id or flow_run.id, "run_started_at": datetime.now(timezone.utc), "prompt_set": label,
            "preset": preset, "num_frames": num_frames, "num_inference_steps": num_inference_steps, "refine": refine,
            "refine_steps": refine_steps, "blend": blend, "apm": apm, "cam_variant": cam_variant,
            "flow_size": flow_size, "condition_replacement": condition_replacement}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.toyworld_ablations import METRICS, TRACKING, AblationConfig, _parser, main, markdown, run, tracking_means
+from benchmarks.toyworld_ablations import METRICS, TRACKING, AblationConfig, _parser, main, markdown, resumed_run, run, tracking_means
 from models.errors import ConfigError
 
 
@@ -64,6 +64,21 @@ def test_one_row_runs_alone_and_needs_only_its_own_model(capsys, tmp_path):
     assert args.rows == ["cam"]
     assert main(["--cam-model", "a", "--only", "shipped", "--rows", "cam", "--out", str(tmp_path)]) == 2
     assert "rows" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_resume_continues_a_rows_one_unfinished_run(tmp_path):
+    """A row killed mid-run (a manifest, no summary in the history) is continued, not restarted."""
+    from infra.manifest import BatchManifest
+
+    config = AblationConfig("cam", "conc", output_uri=str(tmp_path), rows=("cam",), resume=True)
+    assert resumed_run(config, "cam") is None  # nothing to continue: a new run
+    BatchManifest("killed").write(str(tmp_path / "cam" / "killed" / "manifest.parquet"))
+    assert resumed_run(config, "cam") == "killed" and resumed_run(config, "conc-cond") is None
+    BatchManifest("other").write(str(tmp_path / "cam" / "other" / "manifest.parquet"))
+    with pytest.raises(ConfigError) as err:
+        resumed_run(config, "cam")
+    assert err.value.field == "resume" and "killed" in str(err.value) and "other" in str(err.value)
+    assert _parser().parse_args(["--resume"]).resume
 
 
 def test_tracking_columns_follow_the_captioned_object_of_each_finished_video(tmp_path):

@@ -4,6 +4,8 @@ parameter validation before any work, and the scheduled deployment."""
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import pytest
 
@@ -70,6 +72,20 @@ def test_two_nights_fill_the_manifest_append_the_history_and_compare(prefect_har
     assert f"Previous run with the same settings: `{first['run_id']}`" in markdown
     assert second["run_id"] in markdown
 
+    # A run a crash left without its summary is listed, and continuing a run keeps its finished
+    # videos (not regenerated) and replaces its history rows instead of adding a third night.
+    from flows.nightly_benchmark import unfinished_runs
+
+    (tmp_path / "nightly" / "crashed").mkdir()
+    manifest.write(str(tmp_path / "nightly" / "crashed" / "manifest.parquet"))
+    assert unfinished_runs(out, history_uri) == ["crashed"]
+    videos = {row["video_uri"]: os.stat(row["video_uri"]).st_mtime_ns for row in manifest.rows.values()}
+    again = nightly_benchmark(**params, run_id=first["run_id"])
+    assert again["run_id"] == first["run_id"] and again["means"]["mawe"] == first["means"]["mawe"]
+    assert {uri: os.stat(uri).st_mtime_ns for uri in videos} == videos
+    table = history.read_history(history_uri)
+    assert table.column("kind").to_pylist().count("video") == 4 and len(history.summaries(table)) == 2
+
 
 @pytest.mark.parametrize("params,field", [
     (dict(cam_variant="concat-baseline"), "cam_variant"),
@@ -78,6 +94,7 @@ def test_two_nights_fill_the_manifest_append_the_history_and_compare(prefect_har
     (dict(num_frames=8), "num_frames"),
     (dict(flow_size=4), "flow_size"),
     (dict(prompt_set=["A camel.", "  "]), "prompt_set[1].prompt"),
+    (dict(run_id="../elsewhere"), "run_id"),
 ])
 def test_invalid_parameters_are_rejected_before_any_work(prefect_harness, tmp_path, params, field):
     from flows.nightly_benchmark import nightly_benchmark
