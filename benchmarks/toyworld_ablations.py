@@ -133,14 +133,18 @@ class AblationConfig:
                 "condition_replacement": self.condition_replacement,
                 "history_uri": f"{self.output_uri}/history.parquet"}
 
+    def row_uri(self, key: str) -> str:
+        """A row's output URI: its nightly runs' directories are under it."""
+        return f"{self.output_uri}/{key}"
+
 
 def resumed_run(config: AblationConfig, key: str) -> str | None:
     """The run a row continues with ``resume``: its one unfinished run under the output URI, or None."""
     from flows.nightly_benchmark import unfinished_runs
 
-    runs = unfinished_runs(f"{config.output_uri}/{key}", config.common()["history_uri"])
+    runs = unfinished_runs(config.row_uri(key), config.common()["history_uri"])
     require(len(runs) <= 1, "resume", runs,
-            f"at most one unfinished run of the {key} row under {config.output_uri}/{key} (remove the others)")
+            f"at most one unfinished run of the {key} row under {config.row_uri(key)} (remove the others)")
     return runs[0] if runs else None
 
 
@@ -153,7 +157,7 @@ def run(config: AblationConfig) -> list[dict]:
     for ablation in config.ablations():
         run_id = resumed_run(config, ablation.key) if config.resume else None
         result = nightly_benchmark(**config.common(), **ablation.params,
-                                   output_uri=f"{config.output_uri}/{ablation.key}", run_id=run_id)
+                                   output_uri=config.row_uri(ablation.key), run_id=run_id)
         rows.append({"label": ablation.label, "expectation": ablation.expectation, "run_id": result["run_id"],
                      "videos": result["videos"], "failed": result["failed"],
                      **{m: result["means"].get(m) for m in METRICS}, **tracking_means(result["manifest"])})
