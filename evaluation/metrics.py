@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.errors import require
+
 FlowEstimator = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(source, target) RGB uint8 frames -> (H, W, 2) float32 flow (dx, dy) in pixels, source -> target."""
 
@@ -51,7 +53,12 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
 
 def scene_cuts(frames: np.ndarray, fps: float = 10.0) -> int:
     """SCuts (Sec. 5.2): the number of scene cuts PySceneDetect's ``AdaptiveDetector`` finds with its
-    default parameters (lower is better for a single-scene prompt).
+    default parameters (lower is better for a single-scene prompt); see :func:`scene_cut_frames`."""
+    return len(scene_cut_frames(frames, fps))
+
+
+def scene_cut_frames(frames: np.ndarray, fps: float = 10.0) -> list[int]:
+    """The frames at which SCuts' detector starts a new scene, sorted: where a video cuts.
 
     Frames reach the detector as ``SceneManager.detect_scenes`` would pass them: BGR, downscaled by
     SceneManager's default automatic factor (to an effective size of at least 256 px) with linear
@@ -72,7 +79,22 @@ def scene_cuts(frames: np.ndarray, fps: float = 10.0) -> int:
             bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR)
         cuts += detector.process_frame(FrameTimecode(index, fps), bgr)
     cuts += detector.post_process(FrameTimecode(len(frames) - 1, fps))
-    return len({cut.frame_num for cut in cuts})
+    return sorted({cut.frame_num for cut in cuts})
+
+
+def join_change_ratio(frames: np.ndarray, joins: Sequence[int]) -> float:
+    """How visible a long video's chunk joins are, below SCuts' threshold (beyond the paper): the
+    mean absolute pixel change from frame j - 1 to frame j over the joins j (e.g.
+    ``ChunkPlan.for_extend(n).joins``), over the median change between consecutive frames. About 1:
+    a join changes the picture as much as a typical frame step; a hard cut makes it large.
+    """
+    frames = check_frames(frames)
+    require(len(joins) > 0 and all(isinstance(j, int) and 1 <= j < len(frames) for j in joins), "joins",
+            list(joins), f"at least one frame index in [1, {len(frames) - 1}] (the video has {len(frames)} frames)")
+    steps = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
+    typical = float(np.median(steps))
+    require(typical > 0, "frames", "a still video", "a video whose frames change (the median frame change is 0)")
+    return float(np.mean([steps[j - 1] for j in joins]) / typical)
 
 
 # --- optical flow --------------------------------------------------------------------------------

@@ -116,6 +116,11 @@ class ChunkPlan:
         return tuple(Overlap(a.index, b.index, b.start, a.stop) for a, b in zip(self.chunks, self.chunks[1:]))
 
     @property
+    def joins(self) -> tuple[int, ...]:
+        """The first frame each chunk after the first contributes: where a video changes chunk."""
+        return tuple(chunk.keep_start for chunk in self.chunks[1:])
+
+    @property
     def generated_frames(self) -> int:
         """Frames produced before the surplus of an overshooting last chunk is dropped."""
         return self.chunks[-1].stop

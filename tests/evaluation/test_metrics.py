@@ -11,7 +11,8 @@ import torch
 from evaluation.metrics import (
     METRIC_NAMES, AestheticPredictor, FlowConfig, MetricUnavailable, ModelPaths, aesthetic_score, clip_score,
     evaluate_video, flow_magnitude_std, flow_statistics, mawe, mawe_reference, ofs, reid_from_embeddings,
-    reid_score, save_png, scene_cuts, warp_error, xt_slice)
+    join_change_ratio, reid_score, save_png, scene_cut_frames, scene_cuts, warp_error,
+    xt_slice)
 
 SIZE = 64
 SMALL = FlowConfig(size=(SIZE, SIZE))  # flow at the synthetic videos' own size: displacements stay in pixels
@@ -38,6 +39,30 @@ def _mean_squared_frame_difference(frames: np.ndarray) -> float:
 def test_planted_hard_cuts_are_counted():
     scenes = [_pan(list(range(20)), seed=s) for s in range(4)]  # 20 frames each > min_scene_len 15
     assert scene_cuts(np.concatenate(scenes)) == 3
+
+
+def test_cut_frames_are_where_the_planted_scenes_start():
+    scenes = [_pan(list(range(20)), seed=s) for s in range(4)]
+    assert scene_cut_frames(np.concatenate(scenes)) == [20, 40, 60]
+
+
+def test_join_change_ratio_sees_jumps_at_joins_only():
+    """A pan that jumps 6 px at every join (and moves 1 px otherwise) has joins 6x a frame step."""
+    offsets, position = [], 0
+    for t in range(56):
+        position += 6 if t in (16, 24, 32, 40, 48) else (1 if t else 0)
+        offsets.append(position)
+    jumpy = _pan(offsets)
+    joins = (16, 24, 32, 40, 48)
+    assert join_change_ratio(jumpy, joins) > 3
+    assert abs(join_change_ratio(_pan(list(range(56))), joins) - 1) < 0.3
+
+
+def test_join_change_ratio_names_bad_joins():
+    from models.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"joins=\[80\]: must be at least one frame index in \[1, 55\]"):
+        join_change_ratio(_pan(list(range(56))), [80])
 
 
 def test_smooth_pan_has_no_cut():

@@ -43,6 +43,12 @@ def test_refine_plan_covers_the_video_with_bounded_overlaps(n):
         assert c.frames == 24
 
 
+def test_joins_are_where_each_later_chunk_starts_contributing():
+    assert ChunkPlan.for_extend(240).joins == tuple(range(16, 240, 8))
+    assert ChunkPlan.for_extend(16).joins == ()
+    assert ChunkPlan.for_refine(56).joins == (24, 40)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_frames=15, chunk_frames=16, overlap=8, truncate_last=False), r"num_frames=15: must be an integer >= 16"),
     (dict(num_frames=40, chunk_frames=16, overlap=16, truncate_last=False), r"overlap=16: must be an integer in \[0, 15\]"),
