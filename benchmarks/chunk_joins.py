@@ -40,8 +40,7 @@ def manifests_under(root: str) -> list[str]:
     """The batch manifests at or below ``root``, sorted (fsspec URIs keep their protocol)."""
     fs, path = storage.filesystem(root)
     found = sorted(fs.glob(f"{path.rstrip('/')}/**/{MANIFEST_NAME}"))
-    protocol = root.split("://", 1)[0] + "://" if "://" in root else ""
-    return [protocol + p if protocol and not p.startswith(protocol) else p for p in found]
+    return [fs.unstrip_protocol(p) for p in found] if "://" in root else found
 
 
 def video_joins(uri: str, prompt: str) -> VideoJoins:
