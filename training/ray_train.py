@@ -86,7 +86,8 @@ def _average_gradients(params: list[torch.nn.Parameter]) -> None:
         p.grad /= world
 
 
-def _download(uri: str, local: Path) -> Path:
+def download_checkpoint(uri: str, local: Path) -> Path:
+    """Copy the checkpoint at ``uri`` (any fsspec URI) into the local directory ``local``."""
     local.mkdir(parents=True, exist_ok=True)
     for name in CHECKPOINT_FILES:
         (local / name).write_bytes(storage.read_bytes(storage.join(uri, name)))
