@@ -32,12 +32,12 @@ def export_checkpoint(checkpoint: str, out: str, device: str = "cpu") -> int:
         raise ConfigError("checkpoint", checkpoint,
                           f"a complete training checkpoint directory (with {', '.join(CHECKPOINT_FILES)}; "
                           f"missing {', '.join(missing)})")
-    config = TrainConfig.from_dict(json.loads(storage.read_bytes(storage.join(checkpoint, STATE_FILE)))["config"])
-    if config.stage == "vae":  # its export calibrates the latent scaling on frames the run draws
-        raise ConfigError("checkpoint", checkpoint,
-                          "a checkpoint of a stage other than vae (finish a VAE run with --out instead)")
     with tempfile.TemporaryDirectory() as tmp:
         local = download_checkpoint(checkpoint, Path(tmp)) if "://" in checkpoint else Path(checkpoint)
+        config = TrainConfig.from_dict(json.loads((local / STATE_FILE).read_text())["config"])
+        if config.stage == "vae":  # its export calibrates the latent scaling on frames the run draws
+            raise ConfigError("checkpoint", checkpoint,
+                              "a checkpoint of a stage other than vae (finish a VAE run with --out instead)")
         run = TrainingRun(config, device)
         run.load_checkpoint(local)
     export_model(run, out)
