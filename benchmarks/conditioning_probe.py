@@ -12,8 +12,11 @@ carries its condition reproduces those frames, and the chunk joins without a jum
   MSE) of the model's prediction on the re-covered and on the new frames, given the clip's own
   conditioning frames, another clip's, or none (zeros), and under classifier-free guidance on
   text (Eq. 13 without the anchor term: eps_null + w (eps_text - eps_null), the CAM ablation's
-  guidance). A condition the model uses makes "own" far better than "other" and "zero"; a model
-  whose text and null branches err differently loses accuracy as w grows.
+  guidance; w = 0 is the null-text branch alone). A condition the model uses makes "own" far
+  better than "other" and "zero"; a model whose text and null branches err differently loses
+  accuracy as w grows. The guidance direction itself, eps_text - eps_null, is measured on the
+  same frames in x0 units ((1 - a_t) / a_t times its mean square): w multiplies it, so on the
+  re-covered frames, which the condition alone determines, it should be near zero.
 * :func:`one_chunk`: sample one extension chunk (DDIM, eta 1) from the clip's first F_cond frames
   and measure, in pixels (0-255), the re-covered frames' error, the object's offset on them (the
   captioned colour's centroid on the torus of the toy world's wrapping motion), and the join: the
@@ -55,7 +58,7 @@ TARGETS = ("reencoded", "source")
 class ProbeConfig:
     num_clips: int = 4  # held-out prompts, each a clip with a random start (seed below)
     timesteps: tuple[int, ...] = (200, 500, 800, 950)
-    cfg_weights: tuple[float, ...] = (1.0, 3.0, 7.5)
+    cfg_weights: tuple[float, ...] = (0.0, 1.0, 3.0, 7.5)
     guidance: float = 7.5  # of the sampled chunk
     steps: int = 25  # DDIM steps of the sampled chunk
     seed: int = 777
@@ -88,7 +91,8 @@ def probe_clips(model: StreamingT2V, config: ProbeConfig) -> tuple[torch.Tensor,
 @torch.no_grad()
 def teacher_forced(model: StreamingT2V, clips: torch.Tensor, captions: list[str],
                    config: ProbeConfig, source: torch.Tensor | None = None) -> list[dict]:
-    """One row per (t, condition, w): x0 MSE of the re-covered and of the new frames. The target
+    """One row per (t, condition, w): x0 MSE of the re-covered and of the new frames; the "own"
+    rows also carry the guidance direction's x0-space mean square (module docstring). The target
     is ``source`` (the latents ``clips`` were decoded from) for ``config.target == "source"``,
     else the clips' own latents."""
     k, n = model.cond_frames, clips.shape[0]
@@ -111,12 +115,16 @@ def teacher_forced(model: StreamingT2V, clips: torch.Tensor, captions: list[str]
             cond = model.condition(frames[name])
             eps_text = model.unet(noisy, steps, text, None, cond)
             eps_null = model.unet(noisy, steps, null, None, cond) if name == "own" else None
+            direction = {}
+            if eps_null is not None:
+                d = ((eps_text - eps_null).float() ** 2).mean(dim=(0, 1, 3, 4)).cpu() * float((1 - a) / a)
+                direction = {"direction_recovered": float(d[:k].mean()), "direction_new": float(d[k:].mean())}
             for w in (config.cfg_weights if name == "own" else (1.0,)):
                 e = eps_text if eps_null is None else eps_null + w * (eps_text - eps_null)
                 x0 = (noisy - (1 - a).sqrt() * e) / a.sqrt()
                 err = ((x0 - latents).float() ** 2).mean(dim=(0, 1, 3, 4)).cpu()
                 rows.append({"t": t, "condition": name, "w": w, "recovered": float(err[:k].mean()),
-                             "new": float(err[k:].mean())})
+                             "new": float(err[k:].mean()), **direction})
     return rows
 
 
@@ -152,10 +160,15 @@ def report(name: str, result: dict, target: str = "reencoded") -> str:
     """Plain-text summary of one model's probe."""
     lines = [f"== {name}", f"teacher-forced x0 MSE ({target} target), re-covered / new frames:"]
     by_t: dict[int, list[str]] = {}
+    direction: dict[int, str] = {}
     for r in result["teacher_forced"]:
         label = f"{r['condition']} w={r['w']:g}" if r["condition"] == "own" else r["condition"]
         by_t.setdefault(r["t"], []).append(f"{label}: {r['recovered']:.3f}/{r['new']:.3f}")
+        if "direction_recovered" in r:
+            direction[r["t"]] = f"{r['direction_recovered']:.4f}/{r['direction_new']:.4f}"
     lines += [f"  t={t:3d}  " + " | ".join(parts) for t, parts in by_t.items()]
+    lines.append("guidance direction eps_text - eps_null, x0-space mean square, re-covered / new frames:")
+    lines += [f"  t={t:3d}  {d}" for t, d in direction.items()]
     chunks = result["one_chunk"]
     lines.append("one sampled chunk (pixels of 255; offset in px):")
     lines += [f"  {r['prompt'][:40]:40s} recover {r['recover_error']:5.1f} offset {r['object_offset']:5.2f} "

@@ -30,6 +30,11 @@ def test_untrained_condition_paths_are_ignored_and_every_figure_is_measured(requ
         # zero-initialised P_out (CAM, Eq. 5) / new input channels (Conc-Cond): the condition is unused
         assert at_t[("other", 1.0)]["recovered"] == pytest.approx(own["recovered"], rel=1e-5)
         assert at_t[("zero", 1.0)]["new"] == pytest.approx(own["new"], rel=1e-5)
+        # the guidance direction (eps_text - eps_null) is measured once per t, on the "own" rows
+        own_rows = [r for r in rows if r["t"] == t and r["condition"] == "own"]
+        assert len({(r["direction_recovered"], r["direction_new"]) for r in own_rows}) == 1
+        assert own["direction_recovered"] > 0 and own["direction_new"] > 0
+        assert not any("direction_recovered" in r for r in rows if r["condition"] != "own")
     chunks = result["one_chunk"]
     assert len(chunks) == CONFIG.num_clips
     assert all(r["recover_error"] > 0 and r["join"] > 0 and r["inner"] > 0 for r in chunks)
