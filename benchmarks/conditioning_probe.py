@@ -88,6 +88,12 @@ def probe_clips(model: StreamingT2V, config: ProbeConfig) -> tuple[torch.Tensor,
         return model.decode(source).float().cpu(), source, scenes
 
 
+def _mean_square_split(x: torch.Tensor, k: int) -> tuple[float, float]:
+    """Mean square of latents (n, c, F, h, w) over the first ``k`` frames and over the rest."""
+    per_frame = (x.float() ** 2).mean(dim=(0, 1, 3, 4)).cpu()
+    return float(per_frame[:k].mean()), float(per_frame[k:].mean())
+
+
 @torch.no_grad()
 def teacher_forced(model: StreamingT2V, clips: torch.Tensor, captions: list[str],
                    config: ProbeConfig, source: torch.Tensor | None = None) -> list[dict]:
@@ -117,14 +123,14 @@ def teacher_forced(model: StreamingT2V, clips: torch.Tensor, captions: list[str]
             eps_null = model.unet(noisy, steps, null, None, cond) if name == "own" else None
             direction = {}
             if eps_null is not None:
-                d = ((eps_text - eps_null).float() ** 2).mean(dim=(0, 1, 3, 4)).cpu() * float((1 - a) / a)
-                direction = {"direction_recovered": float(d[:k].mean()), "direction_new": float(d[k:].mean())}
+                recovered, new = _mean_square_split(eps_text - eps_null, k)
+                scale = float((1 - a) / a)
+                direction = {"direction_recovered": recovered * scale, "direction_new": new * scale}
             for w in (config.cfg_weights if name == "own" else (1.0,)):
                 e = eps_text if eps_null is None else eps_null + w * (eps_text - eps_null)
                 x0 = (noisy - (1 - a).sqrt() * e) / a.sqrt()
-                err = ((x0 - latents).float() ** 2).mean(dim=(0, 1, 3, 4)).cpu()
-                rows.append({"t": t, "condition": name, "w": w, "recovered": float(err[:k].mean()),
-                             "new": float(err[k:].mean()), **direction})
+                recovered, new = _mean_square_split(x0 - latents, k)
+                rows.append({"t": t, "condition": name, "w": w, "recovered": recovered, "new": new, **direction})
     return rows
 
 
