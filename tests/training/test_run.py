@@ -186,3 +186,34 @@ def test_stage_1_from_the_conc_cond_baseline_is_refused(tiny_conc_cond_dir):
     with pytest.raises(ConfigError) as err:
         TrainingRun(TrainConfig(stage="cam", steps=1, init=tiny_conc_cond_dir))
     assert err.value.field == "init"
+
+
+def test_stage_conc_cond_continues_a_conc_cond_model(tmp_path, tiny_base_dir):
+    """``--init`` a Conc-Cond model continues its UNet (the baseline's share of a continued
+    budget), rather than building a fresh baseline from it; a CAM model is refused, naming the
+    field."""
+    from models.streaming_t2v import StreamingT2V
+
+    common = dict(stage="conc_cond", steps=1, batch_size=1, fps=10, lr=1e-3, checkpoint_every=1)
+    train_in_process(TrainConfig(**common, init=tiny_base_dir), tmp_path / "run1", out=tmp_path / "cc",
+                     log=lambda *_: None)
+    exported = StreamingT2V.from_pretrained(tmp_path / "cc", torch_dtype=torch.float32).unet.state_dict()
+    fresh = TrainingRun(TrainConfig(**common, init=tiny_base_dir)).model.unet.state_dict()
+    assert any(not torch.equal(fresh[k], v) for k, v in exported.items())  # the first run trained it
+
+    config = TrainConfig(**common, init=str(tmp_path / "cc"))
+    state = TrainingRun(config).model.unet.state_dict()
+    assert state.keys() == exported.keys()
+    assert all(torch.equal(state[k], v) for k, v in exported.items())  # the baseline it continues
+    train_in_process(config, tmp_path / "run2", out=tmp_path / "cc2", log=lambda *_: None)
+    continued = StreamingT2V.from_pretrained(tmp_path / "cc2", torch_dtype=torch.float32).unet.state_dict()
+    assert any(not torch.equal(continued[k], v) for k, v in exported.items())
+
+    train_in_process(TrainConfig(stage="cam", steps=1, batch_size=1, fps=10, init=tiny_base_dir),
+                     tmp_path / "run3", out=tmp_path / "cam", log=lambda *_: None)
+    with pytest.raises(ConfigError) as err:
+        TrainingRun(TrainConfig(**common, init=str(tmp_path / "cam")))
+    assert err.value.field == "init"
+    with pytest.raises(ConfigError) as err:
+        TrainingRun(TrainConfig(**common, init=str(tmp_path / "cc"), cond_frames=4))
+    assert err.value.field == "cond_frames"
