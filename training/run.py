@@ -205,8 +205,12 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
                 "a Video-LDM or a CAM model to start stage 'cam' from, not the Conc-Cond baseline")
         if init_kind == "cam":
             return _continued_cam(load(StreamingT2V), config, image_encoder_dir, device)
-    if config.stage == "conc_cond" and conditioning_of(init_dir) is not None:
-        return _continued_conc_cond(load(StreamingT2V), config, image_encoder_dir, device)
+    if config.stage == "conc_cond":
+        init_kind = conditioning_of(init_dir)
+        require(init_kind != "cam", "init", config.init,
+                "a Video-LDM or a Conc-Cond model to start stage 'conc_cond' from, not a CAM model")
+        if init_kind == "conc-cond":
+            return _continued_conc_cond(load(StreamingT2V), config, image_encoder_dir, device)
     base = load(VideoLDM)
     torch.manual_seed(config.seed)
     source = image_encoder_dir or preset.image_encoder_id
@@ -226,8 +230,6 @@ def _continued_conc_cond(model: StreamingT2V, config: TrainConfig, image_encoder
                          device: str) -> StreamingT2V:
     """Stage ``conc_cond`` from a Conc-Cond model: its UNet trains on from where it stopped, so
     the baseline can be given the same continued budget as a continued CAM."""
-    require(not model.has_apm, "init", config.init,
-            "a Video-LDM or a Conc-Cond model to start stage 'conc_cond' from, not a CAM model")
     require(config.cond_frames in (None, model.cond_frames), "cond_frames", config.cond_frames,
             f"the init model's F_cond ({model.cond_frames}) or unset")
     if image_encoder_dir is not None:
