@@ -199,18 +199,15 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
         if image_encoder_dir is not None:
             model.image_encoder = _image_encoder(image_encoder_dir, config, device)
         return model
-    if config.stage == "cam":
+    if config.stage in ("cam", "conc_cond"):  # a fresh model from a Video-LDM, or one continued
+        own = "cam" if config.stage == "cam" else "conc-cond"
+        names = {"cam": "a CAM model", "conc-cond": "the Conc-Cond baseline"}
         init_kind = conditioning_of(init_dir)
-        require(init_kind != "conc-cond", "init", config.init,
-                "a Video-LDM or a CAM model to start stage 'cam' from, not the Conc-Cond baseline")
-        if init_kind == "cam":
-            return _continued_cam(load(StreamingT2V), config, image_encoder_dir, device)
-    if config.stage == "conc_cond":
-        init_kind = conditioning_of(init_dir)
-        require(init_kind != "cam", "init", config.init,
-                "a Video-LDM or a Conc-Cond model to start stage 'conc_cond' from, not a CAM model")
-        if init_kind == "conc-cond":
-            return _continued_conc_cond(load(StreamingT2V), config, image_encoder_dir, device)
+        require(init_kind in (None, own), "init", config.init,
+                f"a Video-LDM or {names[own]} to start stage {config.stage!r} from, not {names.get(init_kind)}")
+        if init_kind == own:
+            continued = _continued_cam if own == "cam" else _continued_conc_cond
+            return continued(load(StreamingT2V), config, image_encoder_dir, device)
     base = load(VideoLDM)
     torch.manual_seed(config.seed)
     source = image_encoder_dir or preset.image_encoder_id
