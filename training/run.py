@@ -196,18 +196,16 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
     if config.stage == "cam_apm":
         model = load(StreamingT2V)
         require(model.has_apm, "init", config.init, "a CAM model (stage cam's output), not Conc-Cond")
-        if image_encoder_dir is not None:
-            model.image_encoder = _image_encoder(image_encoder_dir, config, device)
-        return model
-    if config.stage in ("cam", "conc_cond"):  # a fresh model from a Video-LDM, or one continued
-        own = "cam" if config.stage == "cam" else "conc-cond"
+        return _with_image_encoder(model, image_encoder_dir, config, device)
+    continuations = {"cam": ("cam", _continued_cam), "conc_cond": ("conc-cond", _continued_conc_cond)}
+    if config.stage in continuations:  # a fresh model from a Video-LDM, or one of its own kind continued
+        own, continued = continuations[config.stage]
         names = {"cam": "a CAM model", "conc-cond": "the Conc-Cond baseline"}
         init_kind = conditioning_of(init_dir)
         require(init_kind in (None, own), "init", config.init,
                 f"a Video-LDM or {names[own]} to start stage {config.stage!r} from, not {names.get(init_kind)}")
         if init_kind == own:
-            continued = _continued_cam if own == "cam" else _continued_conc_cond
-            return continued(load(StreamingT2V), config, image_encoder_dir, device)
+            return _with_image_encoder(continued(load(StreamingT2V), config), image_encoder_dir, config, device)
     base = load(VideoLDM)
     torch.manual_seed(config.seed)
     source = image_encoder_dir or preset.image_encoder_id
@@ -223,27 +221,29 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
     return StreamingT2V(unet, base.vae, base.text_encoder, base.tokenizer, image_encoder, base.video, base.schedule)
 
 
-def _continued_conc_cond(model: StreamingT2V, config: TrainConfig, image_encoder_dir: str | None,
-                         device: str) -> StreamingT2V:
+def _continued_conc_cond(model: StreamingT2V, config: TrainConfig) -> StreamingT2V:
     """Stage ``conc_cond`` from a Conc-Cond model: its UNet trains on from where it stopped, so
     the baseline can be given the same continued budget as a continued CAM."""
     require(config.cond_frames in (None, model.cond_frames), "cond_frames", config.cond_frames,
             f"the init model's F_cond ({model.cond_frames}) or unset")
-    if image_encoder_dir is not None:
-        model.image_encoder = _image_encoder(image_encoder_dir, config, device)
     return model
 
 
-def _continued_cam(model: StreamingT2V, config: TrainConfig, image_encoder_dir: str | None,
-                   device: str) -> StreamingT2V:
+def _continued_cam(model: StreamingT2V, config: TrainConfig) -> StreamingT2V:
     """Stage ``cam`` from a CAM model (a stage-1 result, or a released StreamingT2V): its CAM
-    trains on from where it stopped; ``control_text`` and ``image_encoder``, when given,
-    replace the model's."""
+    trains on from where it stopped; ``control_text``, when given, replaces the model's."""
     if config.control_text is not None:
         model.unet.cam.config = replace(model.unet.cam.config, control_text=config.control_text)
         model.unet.register_to_config(cam_config=asdict(model.unet.cam.config))
         with torch.no_grad():
             model.unet.cam.set_empty_text(model.encode_prompt([""]))
+    return model
+
+
+def _with_image_encoder(model: StreamingT2V, image_encoder_dir: str | None, config: TrainConfig,
+                        device: str) -> StreamingT2V:
+    """``model`` with its image encoder replaced by the one in ``image_encoder_dir`` (``--image-encoder``),
+    if given: how every stage that loads a saved StreamingT2V takes another CLIP."""
     if image_encoder_dir is not None:
         model.image_encoder = _image_encoder(image_encoder_dir, config, device)
     return model

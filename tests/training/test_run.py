@@ -12,7 +12,7 @@ import torch
 from models.errors import ConfigError
 from models.video_ldm import VideoLDM
 from training.objectives import Dropout
-from training.run import TrainConfig, TrainingRun, init_fingerprint, latest_checkpoint, train_in_process
+from training.run import TrainConfig, TrainingRun, build_model, init_fingerprint, latest_checkpoint, train_in_process
 
 
 def test_resuming_after_the_init_model_changed_is_refused(tmp_path, tiny_base_dir):
@@ -198,7 +198,7 @@ def test_stage_conc_cond_continues_a_conc_cond_model(tmp_path, tiny_base_dir):
     train_in_process(TrainConfig(**common, init=tiny_base_dir), tmp_path / "run1", out=tmp_path / "cc",
                      log=lambda *_: None)
     exported = StreamingT2V.from_pretrained(tmp_path / "cc", torch_dtype=torch.float32).unet.state_dict()
-    fresh = TrainingRun(TrainConfig(**common, init=tiny_base_dir)).model.unet.state_dict()
+    fresh = build_model(TrainConfig(**common, init=tiny_base_dir)).unet.state_dict()
     assert any(not torch.equal(fresh[k], v) for k, v in exported.items())  # the first run trained it
 
     config = TrainConfig(**common, init=str(tmp_path / "cc"))
