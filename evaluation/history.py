@@ -3,8 +3,9 @@
 Every run adds one row per video (``kind='video'``: its prompt, status, the paper's metrics of
 Sec. 5.2 / App. D.3 and the generation timings from the batch manifest) and one summary row
 (``kind='summary'``: per-metric and per-timing means over the run's finished videos, and the
-counts). Each row carries the run's settings (prompt set, preset, steps, the refinement blend of
-App. D.3, APM on/off, CAM variant, flow size), so runs with the same settings can be compared
+counts). Each row carries the run's settings (prompt set, every request parameter such as the
+preset, steps, guidance weights, the refinement blend of App. D.3 and APM on/off, the CAM variant
+and the flow size), so runs with the same settings can be compared
 night over night.
 
 Appending reads the table, adds the run's rows and rewrites the whole file atomically through
@@ -28,22 +29,27 @@ import pyarrow.compute as pc
 
 from evaluation.metrics import METRIC_NAMES
 from infra import storage
-from infra.manifest import TIMING_COLUMNS
+from infra.manifest import REQUEST_TYPES, TIMING_COLUMNS
 from models.errors import ConfigError, require
+from models.request import PARAM_DEFAULTS
 
 SCHEMA_VERSION = 1
 VERSION_KEY = b"history_schema_version"
 KINDS = ("video", "summary")
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
-# The settings that make two runs comparable (previous_summary's ``same_settings`` keys).
+# The settings that make two runs comparable (previous_summary's ``same_settings`` keys): the
+# prompt set, every request parameter but the prompt (the manifest's typed columns), the CAM
+# variant and the flow size.
 SETTINGS: dict[str, pa.DataType] = {
-    "prompt_set": pa.string(), "preset": pa.string(), "num_frames": pa.int64(), "num_inference_steps": pa.int64(),
-    "refine": pa.bool_(), "refine_steps": pa.int64(), "blend": pa.string(), "apm": pa.bool_(),
-    "cam_variant": pa.string(), "flow_size": pa.int64(), "condition_replacement": pa.bool_(),
+    "prompt_set": pa.string(), **{name: type_ for name, type_ in REQUEST_TYPES.items() if name != "prompt"},
+    "cam_variant": pa.string(), "flow_size": pa.int64(),
 }
-# Settings added after histories were first written, and the value their older rows ran with.
-SETTING_DEFAULTS: dict[str, object] = {"condition_replacement": False}
+# The settings of the first histories. Every setting added since (condition_replacement, the
+# guidance weights, the seed, ...) is filled in for their rows with the request default they ran with.
+FIRST_SETTINGS = ("prompt_set", "preset", "num_frames", "num_inference_steps", "refine", "refine_steps", "blend",
+                  "apm", "cam_variant", "flow_size")
+SETTING_DEFAULTS: dict[str, object] = {name: PARAM_DEFAULTS[name] for name in SETTINGS if name not in FIRST_SETTINGS}
 RUN_COLUMNS = ("run_id", "run_started_at", *SETTINGS)
 VIDEO_COLUMNS = ("video_id", "prompt", "status")  # null on summary rows
 COUNT_COLUMNS = ("videos", "failed")  # summary rows: finished and failed videos of the run; null on video rows

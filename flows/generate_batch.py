@@ -12,19 +12,20 @@ video) at the end.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal
+from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from pydantic import Field
 
 from infra import storage
 from infra.manifest import BatchManifest
+from infra.params import takes_parameters
 from infra.prompts import load_prompts
 from models.errors import ConfigError
-from models.request import MAX_FRAMES, GenerationRequest
+from models.request import NOT_PARAMETERS, GenerationRequest
 
 MANIFEST_NAME = "manifest.parquet"
+BATCH_EXCLUDED = ("prompt", *NOT_PARAMETERS)  # prompts come from the batch's rows
 STAGE_FIELDS = ("status", "init_status", "extend_status", "refine_status", "init_s", "extend_s", "refine_s",
                 "chunks_total", "error")
 
@@ -63,22 +64,11 @@ def build_requests(rows: list[dict], defaults: dict) -> list[GenerationRequest]:
 
 
 @flow(name="generate-batch", log_prints=True)
+@takes_parameters(GenerationRequest, into="defaults", exclude=BATCH_EXCLUDED)
 def generate_batch(
     prompts: list[str] | list[dict] | str,
     output_uri: str = "outputs/batch",
     batch_id: str | None = None,
-    preset: Literal["tiny", "modelscope"] = "tiny",
-    num_frames: Annotated[int, Field(ge=16, le=MAX_FRAMES)] = 80,
-    seed: Annotated[int, Field(ge=0)] = 0,
-    negative_prompt: str = "",
-    num_inference_steps: Annotated[int, Field(ge=1, le=1000)] = 50,
-    guidance_text: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 7.5,
-    guidance_anchor: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 7.5,
-    refine: bool = True,
-    blend: Literal["randomized", "shared-noise", "independent"] = "randomized",
-    refine_steps: Annotated[int, Field(ge=1, le=1000)] = 50,
-    fps: Annotated[int, Field(ge=1, le=120)] = 10,
-    condition_replacement: bool = False,
     ray_address: str = "",
     pools: str = "local",
     base_model: str | None = None,
@@ -86,26 +76,24 @@ def generate_batch(
     refiner: str | None = None,
     device: str = "cpu",
     dtype: Literal["float32", "float16", "bfloat16"] = "float32",
+    defaults: dict | None = None,
 ) -> dict:
     """Generate every prompt of a batch; returns counts by status and the manifest URI.
 
     ``prompts``: a list of prompts (or of dicts with prompt / negative_prompt / seed /
-    num_frames), or the URI of a CSV, Parquet or JSONL file. ``ray_address``: '' starts a local
-    Ray cluster, 'auto' joins the one on this machine, 'ray://host:10001' a remote one.
-    ``pools``: 'local', 'gpu' (matches ray_cluster.yaml) or a YAML file of pool resources.
-    ``condition_replacement`` (beyond the paper, off by default): extension chunks pin their
-    re-covering frames to the previous chunk's noised latents (models.streaming_t2v.ConditionReplacement).
+    num_frames / any other request parameter), or the URI of a CSV, Parquet or JSONL file.
+    ``ray_address``: '' starts a local Ray cluster, 'auto' joins the one on this machine,
+    'ray://host:10001' a remote one. ``pools``: 'local', 'gpu' (matches ray_cluster.yaml) or a
+    YAML file of pool resources. Every parameter of ``GenerationRequest`` (num_frames, seed,
+    guidance_text, ...) is also a parameter of this flow: the batch's default, which a prompt
+    row may override.
     """
     from infra.cluster import ClusterConfig
     from stages.sources import ModelSources
 
     # Everything is validated before any work starts.
-    defaults = dict(num_frames=num_frames, seed=seed, negative_prompt=negative_prompt, preset=preset,
-                    num_inference_steps=num_inference_steps, guidance_text=guidance_text,
-                    guidance_anchor=guidance_anchor, refine=refine, blend=blend, refine_steps=refine_steps, fps=fps,
-                    condition_replacement=condition_replacement)
-    sources = ModelSources(preset=preset, base_model=base_model, streaming_model=streaming_model, refiner=refiner,
-                           device=device, dtype=dtype)
+    sources = ModelSources(preset=defaults["preset"], base_model=base_model, streaming_model=streaming_model,
+                           refiner=refiner, device=device, dtype=dtype)
     cluster = ClusterConfig.load(pools)
     requests = build_requests(read_prompts(prompts), defaults)
     if not requests:

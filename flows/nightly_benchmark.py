@@ -35,15 +35,18 @@ from evaluation import history, plots
 from evaluation.cli import FLOW_SIZES
 from evaluation.metrics import METRIC_NAMES, FlowConfig, ModelPaths, evaluate_video
 from evaluation.prompt_sets import PROMPT_SETS
-from flows.generate_batch import MANIFEST_NAME, build_requests, commit_manifest, open_manifest, read_prompts, run_on_ray
+from flows.generate_batch import (BATCH_EXCLUDED, MANIFEST_NAME, build_requests, commit_manifest, open_manifest,
+                                  read_prompts, run_on_ray)
 from infra import storage
 from infra.manifest import TIMING_COLUMNS, BatchManifest
+from infra.params import takes_parameters
 from infra.prompts import load_prompts
 from infra.video_io import read_video
 from models.errors import ConfigError, require
-from models.request import MAX_FRAMES
+from models.request import GenerationRequest
 
 CAM_VARIANTS = ("cam", "conc-cond")
+NIGHTLY_DEFAULTS = {"num_frames": 240}  # the paper's test videos (Sec. 5.2); the rest: the request defaults
 WORST_VIDEOS = 4
 MARKDOWN_KEY = "nightly-benchmark-summary"
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a run's directory under output_uri
@@ -201,20 +204,12 @@ def check_cam_variant(cam_variant: str, streaming_model: str | None, apm: bool) 
 
 
 @flow(name="nightly-benchmark", log_prints=True)
+@takes_parameters(GenerationRequest, into="request", exclude=BATCH_EXCLUDED, defaults=NIGHTLY_DEFAULTS)
 def nightly_benchmark(
     prompt_set: str | list[str] = "paper",
-    num_frames: Annotated[int, Field(ge=16, le=MAX_FRAMES)] = 240,
     output_uri: str = "outputs/nightly",
     history_uri: str = "outputs/nightly/history.parquet",
-    preset: Literal["tiny", "modelscope"] = "tiny",
-    blend: Literal["randomized", "shared-noise", "independent"] = "randomized",
-    apm: bool = True,
-    condition_replacement: bool = False,
     cam_variant: str = "cam",
-    seed: Annotated[int, Field(ge=0)] = 0,
-    num_inference_steps: Annotated[int, Field(ge=1, le=1000)] = 50,
-    refine: bool = True,
-    refine_steps: Annotated[int, Field(ge=1, le=1000)] = 50,
     ray_address: str = "",
     pools: str = "local",
     base_model: str | None = None,
@@ -226,13 +221,16 @@ def nightly_benchmark(
     raft_weights: str | None = None,
     flow_size: Annotated[int, Field(ge=FLOW_SIZES[0], le=FLOW_SIZES[1])] = 720,
     run_id: str | None = None,
+    request: dict | None = None,
 ) -> dict:
     """Benchmark one prompt set; returns the run id, URIs, counts and the metric means.
 
     ``prompt_set``: 'paper' (App. F), 'smoke' (2 short prompts), a list of prompts, or the URI of a
     CSV / Parquet / JSONL prompt file. ``metric_models``: local model files of the learned metrics
-    (CLIP, aesthetic MLP, face models); a metric without its files is reported missing. Other
-    parameters as in generate-batch; ``flow_size``: frames are resized to this square for flow
+    (CLIP, aesthetic MLP, face models); a metric without its files is reported missing. Every
+    parameter of ``GenerationRequest`` is a parameter of this flow too (default 240 frames, the
+    paper's test length), and part of the run's settings in the history; the others as in
+    generate-batch; ``flow_size``: frames are resized to this square for flow
     (paper: 720). ``run_id``: continue that run (its directory under ``output_uri``, e.g. one a crash
     or a cancel left unfinished; :func:`unfinished_runs` lists them): its finished videos are kept,
     the others resume from their last finished chunk, and its history rows are replaced. Default: a
@@ -245,23 +243,18 @@ def nightly_benchmark(
     require(run_id is None or RUN_ID.fullmatch(run_id) is not None, "run_id", run_id,
             "a run directory's name: letters, digits, '-' and '_' (1-64 characters), or None for a new run")
     require(cam_variant in CAM_VARIANTS, "cam_variant", cam_variant, f"one of {list(CAM_VARIANTS)}")
-    sources = ModelSources(preset=preset, base_model=base_model, streaming_model=streaming_model, refiner=refiner,
-                           device=device, dtype=dtype)
-    check_cam_variant(cam_variant, sources.location("streaming_model"), apm)
+    sources = ModelSources(preset=request["preset"], base_model=base_model, streaming_model=streaming_model,
+                           refiner=refiner, device=device, dtype=dtype)
+    check_cam_variant(cam_variant, sources.location("streaming_model"), request["apm"])
     cluster = ClusterConfig.load(pools)
     label, rows = prompt_rows(prompt_set)
-    defaults = dict(num_frames=num_frames, seed=seed, preset=preset, num_inference_steps=num_inference_steps,
-                    refine=refine, blend=blend, refine_steps=refine_steps, apm=apm,
-                    condition_replacement=condition_replacement)
     try:
-        requests = build_requests(rows, defaults)
+        requests = build_requests(rows, request)
     except ConfigError as exc:
         raise _prompt_set_error(exc) from None
 
     run = {"run_id": run_id or flow_run.id, "run_started_at": datetime.now(timezone.utc), "prompt_set": label,
-           "preset": preset, "num_frames": num_frames, "num_inference_steps": num_inference_steps, "refine": refine,
-           "refine_steps": refine_steps, "blend": blend, "apm": apm, "cam_variant": cam_variant,
-           "flow_size": flow_size, "condition_replacement": condition_replacement}
+           **request, "cam_variant": cam_variant, "flow_size": flow_size}
     batch_uri = storage.join(output_uri, run["run_id"])
     manifest_uri = storage.join(batch_uri, MANIFEST_NAME)
     manifest = open_manifest(manifest_uri, run["run_id"], requests)

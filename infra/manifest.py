@@ -14,7 +14,6 @@ added to the schema, which is what keeps every older file readable.
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ import pyarrow.compute as pc
 
 from infra import storage
 from models.errors import ConfigError, require
-from models.request import PARAM_DEFAULTS, GenerationRequest
+from models.params import leaves
+from models.request import NOT_PARAMETERS, PARAM_DEFAULTS, GenerationRequest
 
 SCHEMA_VERSION = 1
 VERSION_KEY = b"manifest_schema_version"
@@ -52,12 +52,10 @@ def _arrow_type(python_type: Any) -> pa.DataType:
     raise TypeError(f"no manifest column type for a request parameter of type {python_type!r}")
 
 
-def _request_fields() -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(GenerationRequest) if f.name != "force"]
-
-
-_HINTS = typing.get_type_hints(GenerationRequest)
-REQUEST_COLUMNS: tuple[str, ...] = tuple(f.name for f in _request_fields())
+# One column per request parameter, typed from GenerationRequest's fields.
+REQUEST_TYPES: dict[str, pa.DataType] = {leaf.name: _arrow_type(leaf.hint) for leaf in leaves(GenerationRequest)
+                                         if leaf.name not in NOT_PARAMETERS}
+REQUEST_COLUMNS: tuple[str, ...] = tuple(REQUEST_TYPES)
 
 # Non-nullable columns that can be filled in when an older manifest lacks them.
 DEFAULTS: dict[str, Any] = {
@@ -80,7 +78,7 @@ def manifest_schema() -> pa.Schema:
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("batch_id", pa.string(), nullable=False),
-        *(pa.field(f.name, _arrow_type(_HINTS[f.name]), nullable=False) for f in _request_fields()),
+        *(pa.field(name, type_, nullable=False) for name, type_ in REQUEST_TYPES.items()),
         pa.field("status", pa.string(), nullable=False),
         *(pa.field(name, pa.string(), nullable=False) for name in STAGE_STATUS_COLUMNS),
         pa.field("attempts", pa.int64(), nullable=False),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 
 from models.errors import ConfigError, require
 from models.guidance import GuidanceWeights
-from models.refinement import BLEND_MODES, BlendMode
+from models.params import check, leaves, param
+from models.presets import PRESETS
+from models.refinement import BlendMode
 from models.seeding import MAX_SEED
 
 MIN_FRAMES = 16  # one init chunk
@@ -24,48 +25,45 @@ ID_OPTIONAL: dict[str, object] = {"condition_replacement": False}
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    prompt: str
-    num_frames: int = 80
-    seed: int = 0
-    negative_prompt: str = ""
-    guidance_text: float = 7.5  # omega_text (Eq. 13)
-    guidance_anchor: float = 7.5  # omega_anchor (Eq. 13)
-    num_inference_steps: int = 50  # DDIM steps of init-chunk and autoregressive-extend
-    refine: bool = True
-    blend: BlendMode = "randomized"
-    refine_steps: int = 50  # DDIM spacing of the refiner; from T' = 600 this takes 30 steps
-    refine_guidance: float = 7.5
-    anchor_frame: int = 0  # frame of the first chunk used as APM anchor
-    apm: bool = True  # False: the "w/o APM" ablation (no anchor conditioning, text guidance only)
-    # Beyond the paper: pin each extension chunk's re-covering frames to the previous chunk's
-    # latents noised to every step's t (models.streaming_t2v.ConditionReplacement).
-    condition_replacement: bool = False
-    fps: int = 10
-    preset: str = "tiny"
-    force: bool = field(default=False, compare=False)  # allow num_frames beyond MAX_FRAMES
+    """Every parameter that changes a video's pixels. Each field is declared once (models.params):
+    the CLI's ``generate`` flags, the generate-batch and nightly-benchmark flow parameters, the
+    Serve body and the manifest's columns are derived from these fields."""
+
+    prompt: str = param(help="what the video shows", non_empty=True)
+    num_frames: int = param(80, help="frames of the final video", ge=MIN_FRAMES, le=MAX_FRAMES,
+                            note="(pass --force for longer videos)")
+    seed: int = param(0, help="seed of every noise draw", ge=0, le=MAX_SEED)
+    negative_prompt: str = param("", help="the text of the unconditional guidance branch")
+    guidance_text: float = param(7.5, help="omega_text of Eq. 13 (paper: 7.5)", ge=0)
+    guidance_anchor: float = param(7.5, help="omega_anchor of Eq. 13 (paper: 7.5)", ge=0)
+    num_inference_steps: int = param(50, help="DDIM steps of init-chunk and autoregressive-extend (paper: 50)",
+                                     ge=1, le=1000, flag="--steps")
+    refine: bool = param(True, help="refine the low-resolution video (Sec. 4.3)")
+    blend: BlendMode = param("randomized", help="how refinement chunks join: randomized blending (Eq. 8), or "
+                             "the ablations shared-noise and independent (App. D.3)")
+    refine_steps: int = param(50, help="DDIM step spacing of refine; from T' = 600 the paper's 50 take 30 steps",
+                              ge=1, le=1000)
+    refine_guidance: float = param(7.5, help="text guidance weight of refine", ge=0)
+    anchor_frame: int = param(0, help="frame of the first chunk used as APM's anchor", ge=0, le=MIN_FRAMES - 1,
+                              note="(a frame of the first chunk)")
+    apm: bool = param(True, help="condition on the anchor frame through APM (Sec. 4.2); without it: the 'w/o APM' "
+                      "ablation, text guidance only")
+    condition_replacement: bool = param(
+        False, beyond_paper=True,
+        help="pin each extension chunk's re-covering frames to the previous chunk's latents noised to every "
+             "step's t (the replacement method of Video Diffusion Models; models.streaming_t2v.ConditionReplacement)")
+    fps: int = param(10, help="frame rate of the written videos", ge=1, le=MAX_FPS)
+    preset: str = param("tiny", help="model sizes and default weights", choices=tuple(PRESETS))
+    force: bool = param(False, compare=False, help=f"allow more than {MAX_FRAMES} frames")
 
     def __post_init__(self) -> None:
-        require(isinstance(self.prompt, str) and self.prompt.strip() != "", "prompt", self.prompt,
-                "a non-empty string")
         limit = "any integer >= 16 (with force)" if self.force else f"an integer in [{MIN_FRAMES}, {MAX_FRAMES}] " \
             "(pass --force for longer videos)"
-        require(isinstance(self.num_frames, int) and self.num_frames >= MIN_FRAMES and
-                (self.force or self.num_frames <= MAX_FRAMES), "num_frames", self.num_frames, limit)
-        require(isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED, "seed", self.seed,
-                f"an integer in [0, {MAX_SEED}]")
+        require(isinstance(self.num_frames, int) and not isinstance(self.num_frames, bool)
+                and self.num_frames >= MIN_FRAMES and (self.force or self.num_frames <= MAX_FRAMES),
+                "num_frames", self.num_frames, limit)
         GuidanceWeights(self.guidance_text, self.guidance_anchor)
-        require(isinstance(self.refine_guidance, (int, float)) and math.isfinite(self.refine_guidance)
-                and self.refine_guidance >= 0, "refine_guidance", self.refine_guidance, "a finite number >= 0")
-        for name in ("num_inference_steps", "refine_steps"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and 1 <= value <= 1000, name, value, "an integer in [1, 1000]")
-        require(self.blend in BLEND_MODES, "blend", self.blend, f"one of {list(BLEND_MODES)}")
-        require(isinstance(self.fps, int) and 1 <= self.fps <= MAX_FPS, "fps", self.fps,
-                f"an integer in [1, {MAX_FPS}]")
-        require(isinstance(self.condition_replacement, bool), "condition_replacement", self.condition_replacement,
-                "True or False")
-        require(isinstance(self.anchor_frame, int) and 0 <= self.anchor_frame < MIN_FRAMES, "anchor_frame",
-                self.anchor_frame, f"an integer in [0, {MIN_FRAMES - 1}] (a frame of the first chunk)")
+        check(self, skip=("num_frames",))
 
     @property
     def guidance(self) -> GuidanceWeights:
@@ -100,7 +98,8 @@ class GenerationRequest:
                                   "(shorten it, or pass --truncate-prompt to keep the first 77)")
 
 
-PARAM_DEFAULTS: dict[str, object] = {f.name: f.default for f in fields(GenerationRequest)
-                                     if f.name != "force" and f.default is not MISSING}
+NOT_PARAMETERS = ("force",)  # lifts a limit; neither part of a video's identity nor of the manifest
+PARAM_DEFAULTS: dict[str, object] = {leaf.name: leaf.default for leaf in leaves(GenerationRequest)
+                                     if leaf.name not in NOT_PARAMETERS and not leaf.required}
 """The default of every request parameter that has one (``force`` is not a parameter: it only lifts
 a limit); the one table the Serve body and the batch manifest fill in from."""
