@@ -29,18 +29,26 @@ from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
 from infra import storage
-from models.cam import CONTROL_TEXTS
+from infra.params import takes_parameters
 from models.errors import require
-from training.objectives import CONDITIONED_STAGES, MAIN_BRANCH_MODES, STAGES, TIMESTEP_SAMPLING, Dropout
+from training.objectives import CONDITIONED_STAGES, STAGES
 from training.ray_train import RayTrainSettings, train_on_ray
-from training.run import PRECISIONS, TrainConfig
+from training.run import TrainConfig
 
-# The parameter schema's choices, from the tuples TrainConfig validates against.
 StageName = Literal[STAGES]
-Precision = Literal[PRECISIONS]
-TimestepSampling = Literal[TIMESTEP_SAMPLING]
-ControlText = Literal[CONTROL_TEXTS]
-MainBranch = Literal[MAIN_BRANCH_MODES]
+FLOW_SETS = ("stage", "steps", "init")  # per stage, from the flow's stages, steps and init
+VIDEO_STAGES = tuple(stage for stage in STAGES if stage != "clip")
+STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "gradient_checkpointing": VIDEO_STAGES, "dropout_text": VIDEO_STAGES, "dropout_anchor": VIDEO_STAGES,
+    "dropout_both": VIDEO_STAGES, "timestep_sampling": VIDEO_STAGES, "offset_noise": VIDEO_STAGES,
+    "train_text_encoder": ("base",), "tokenizer": ("base",), "cond_frames": ("conc_cond",),
+    "decoded_condition": CONDITIONED_STAGES, "condition_noise": CONDITIONED_STAGES,
+    "image_encoder": CONDITIONED_STAGES, "control_text": ("cam",), "main_branch": ("cam",),
+    "apm_lr": ("cam_apm",), "apm_only": ("cam_apm",),
+}
+"""The stages of a run an option applies to; the other stages train with its default (e.g.
+``main_branch="spatial"`` in ``["cam", "cam_apm"]`` trains stage 1 so, and stage 2 as the paper
+does). An option not named here applies to every stage."""
 
 
 @task
@@ -54,9 +62,33 @@ def train_stage(config: TrainConfig, run_uri: str, out: str, settings: RayTrainS
 def stage_steps(stages: list[str], steps: int | list[int]) -> list[int]:
     counts = [steps] * len(stages) if isinstance(steps, int) else list(steps)
     require(len(counts) == len(stages), "steps", steps, f"one integer, or one per stage ({len(stages)})")
-    for i, n in enumerate(counts):
-        require(n >= 1, f"steps[{i}]", n, "an integer >= 1")
     return counts
+
+
+def stage_configs(stages: list[str], counts: list[int], init: str | None, run_uri: str,
+                  options: dict) -> list[TrainConfig]:
+    """Each stage's config (validated, so a bad option fails before any stage trains): the
+    options that apply to it (:data:`STAGE_OPTIONS`), started from the previous stage's model."""
+    options, configs, previous = dict(options), [], init
+    for stage, n in zip(stages, counts):
+        values = {name: value for name, value in options.items() if stage in STAGE_OPTIONS.get(name, STAGES)}
+        if stage == "clip":  # trained from scratch; later stages embed their anchors with it
+            configs.append(TrainConfig.from_dict({**values, "stage": stage, "steps": n}))
+            options["image_encoder"] = storage.join(run_uri, stage, "model")
+            continue
+        configs.append(TrainConfig.from_dict({**values, "stage": stage, "steps": n, "init": previous}))
+        previous = storage.join(run_uri, stage, "model")
+    return configs
+
+
+def lineage(model_uri: str) -> str:
+    """The version of an exported model under which the later stages keep their checkpoints: a
+    hash of its ``training.json``, with the config in the flat form every export had before the
+    ``beyond`` group (so that a run re-exported since keeps its lineage, and its later stages resume)."""
+    record = json.loads(storage.read_bytes(storage.join(model_uri, "training.json")))
+    if "beyond" in record["config"]:
+        record["config"] = TrainConfig.from_dict(record["config"]).flat_dict()
+    return hashlib.sha256(json.dumps(record).encode()).hexdigest()[:16]
 
 
 def loss_curve(model_uri: str, points: int = 200) -> list[dict]:
@@ -70,76 +102,34 @@ def loss_curve(model_uri: str, points: int = 200) -> list[dict]:
 
 
 @flow(name="train-streamingt2v", log_prints=True)
+@takes_parameters(TrainConfig, into="options", exclude=FLOW_SETS)
 def train_streamingt2v(
     stages: list[StageName],
     run_uri: str,
     steps: int | list[int] = 1000,
     init: str | None = None,
-    data: str = "toyworld",
-    preset: Literal["tiny", "modelscope"] = "tiny",
-    fps: Annotated[float, Field(gt=0, le=120)] = 3.0,
-    batch_size: Annotated[int, Field(ge=1)] = 8,
-    lr: Annotated[float, Field(gt=0, le=1.0)] = 5e-5,
-    warmup_steps: Annotated[int, Field(ge=0)] = 0,
-    decay_steps: Annotated[int, Field(ge=0)] = 0,
-    seed: Annotated[int, Field(ge=0)] = 0,
-    checkpoint_every: Annotated[int, Field(ge=1)] = 100,
-    mixed_precision: Precision = "no",
-    gradient_checkpointing: bool = False,
-    train_text_encoder: bool = False,
-    dropout_text: Annotated[float, Field(ge=0, le=1)] = 0.05,
-    dropout_anchor: Annotated[float, Field(ge=0, le=1)] = 0.05,
-    dropout_both: Annotated[float, Field(ge=0, le=1)] = 0.05,
-    timestep_sampling: TimestepSampling = "uniform",
-    offset_noise: Annotated[float, Field(ge=0, le=1)] = 0.0,
-    decoded_condition: bool = False,
-    condition_noise: Annotated[float, Field(ge=0, le=1)] = 0.0,
-    apm_lr: Annotated[float, Field(gt=0, le=1.0)] | None = None,
-    control_text: ControlText | None = None,
-    main_branch: MainBranch = "frozen",
-    apm_only: bool = False,
-    image_encoder: str | None = None,
     num_workers: Annotated[int, Field(ge=1)] = 1,
     use_gpu: bool = False,
     accelerator_type: str | None = None,
     ray_address: str | None = None,
+    options: dict | None = None,
 ) -> dict[str, dict]:
-    """Train ``stages`` in order; returns each stage's final metrics and model URI."""
+    """Train ``stages`` in order; returns each stage's final metrics and model URI. Every
+    :class:`TrainConfig` option but ``stage``, ``steps`` and ``init`` is a parameter too."""
     require(len(stages) >= 1, "stages", stages, "a non-empty list of stages")
-    counts = stage_steps(list(stages), steps)
-    dropout = Dropout(text=dropout_text, anchor=dropout_anchor, both=dropout_both)
+    configs = stage_configs(list(stages), stage_steps(list(stages), steps), init, run_uri, options or {})
     settings = RayTrainSettings(num_workers=num_workers, use_gpu=use_gpu, accelerator_type=accelerator_type,
                                 ray_address=ray_address)
-    configs, previous = [], init
-    for stage, n in zip(stages, counts):  # validate every stage before training any
-        common = dict(stage=stage, steps=n, preset=preset, data=data, fps=fps, batch_size=batch_size, lr=lr,
-                      warmup_steps=warmup_steps, decay_steps=decay_steps, seed=seed,
-                      checkpoint_every=checkpoint_every, mixed_precision=mixed_precision)
-        if stage == "clip":  # trained from scratch; later stages embed their anchors with it
-            configs.append(TrainConfig(**common))
-            image_encoder = storage.join(run_uri, stage, "model")
-            continue
-        configs.append(TrainConfig(**common, init=previous, gradient_checkpointing=gradient_checkpointing,
-                                   train_text_encoder=train_text_encoder and stage == "base", dropout=dropout,
-                                   timestep_sampling=timestep_sampling, offset_noise=offset_noise,
-                                   decoded_condition=decoded_condition and stage in CONDITIONED_STAGES,
-                                   condition_noise=condition_noise if stage in CONDITIONED_STAGES else 0.0,
-                                   apm_lr=apm_lr if stage == "cam_apm" else None,
-                                   control_text=control_text if stage == "cam" else None,
-                                   main_branch=main_branch if stage == "cam" else "frozen",
-                                   apm_only=apm_only and stage == "cam_apm",
-                                   image_encoder=image_encoder if stage in CONDITIONED_STAGES else None))
-        previous = storage.join(run_uri, stage, "model")
-    results, lineage = {}, None
+    results, version = {}, None
     for config in configs:
         stage_uri = storage.join(run_uri, config.stage)
         out = storage.join(stage_uri, "model")
         # A stage trained on an earlier stage's result keeps its checkpoints per version of that
         # result: resumed while it is unchanged, started afresh (old checkpoints kept) once the
         # earlier stage has trained further.
-        run_dir = stage_uri if lineage is None else storage.join(stage_uri, "from", lineage)
+        run_dir = stage_uri if version is None else storage.join(stage_uri, "from", version)
         metrics = train_stage(config, run_dir, out, settings)
-        lineage = hashlib.sha256(storage.read_bytes(storage.join(out, "training.json"))).hexdigest()[:16]
+        version = lineage(out)
         results[config.stage] = {**metrics, "model": out}
         create_table_artifact(key=f"train-{config.stage.replace('_', '-')}", table=loss_curve(out),
                               description=f"training stage {config.stage}: loss curve, model at {out}")

@@ -1,7 +1,7 @@
 """The training curve of exported models: the loss history that every export's ``training.json``
 holds (one value per step), drawn as one panel per stage (raw loss faint, a moving average bold).
 
-    python -m training.curve .toyruns/{vae,base,cam,cam_apm,refiner}-model --out curve.png
+    python -m training.curve toyworld/weights/{base,streaming,refiner} --out curve.png
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Export one training checkpoint as a loadable model directory, to evaluate a run part-way
-(``benchmarks.conditioning_probe``, the ablation rows, ``streamingt2v generate``) while it goes on.
+(``studies.conditioning_probe``, the ablation rows, ``streamingt2v generate``) while it goes on.
 
 A checkpoint is a directory holding ``trainable.safetensors``, ``optimizer.pt`` and
 ``training_state.json``: ``RUN_DIR/checkpoints/step-N`` of ``--engine local``, or

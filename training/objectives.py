@@ -52,6 +52,7 @@ from torch import nn
 from models.clip_image import CLIPPair
 from models.conc_cond import ConcCondUNet
 from models.errors import require
+from models.params import param
 from models.schedule import NoiseSchedule
 from models.streaming_t2v import StreamingT2V
 from models.video_ldm import VideoLDM
@@ -68,9 +69,12 @@ MAIN_BRANCH_MODES: tuple[str, ...] = ("frozen", "spatial", "all")
 class Dropout:
     """Condition dropout probabilities (paper: 5% / 5% / 5% for stage 2)."""
 
-    text: float = 0.05
-    anchor: float = 0.05
-    both: float = 0.05
+    text: float = param(0.05, help="the share of samples trained with the empty prompt only (paper: 5%)",
+                        ge=0, le=1)
+    anchor: float = param(0.05, help="stage cam_apm: the share trained with a zero anchor image only (paper: 5%)",
+                          ge=0, le=1)
+    both: float = param(0.05, help="stage cam_apm: the share trained with both conditions dropped (paper: 5%)",
+                        ge=0, le=1)
 
     def __post_init__(self) -> None:
         for name in ("text", "anchor", "both"):
@@ -270,9 +274,9 @@ def check_apm_only(apm_only: bool, stage: str) -> None:
 
     Why: in a full stage 2 the gates alpha_l start at 0, so SiLU(alpha_l) ~ 0 scales the
     gradient reaching the resampler and mixer to ~0 (Eq. 6), and the main branch's spatial
-    layers, trained alongside, learn to do without the anchor before the gates get a consistent
-    gradient (measured on the toy world: +-0.003 after 350 steps). Trained alone on drifted
-    conditions (``condition_noise``), the same gates open steadily; a full stage 2 can follow.
+    layers, trained alongside, can learn to do without the anchor before the gates get a
+    consistent gradient. Trained alone on drifted conditions (``condition_noise``), the gates
+    get one; a full stage 2 can follow (docs/training.md).
     """
     require(not apm_only or stage == "cam_apm", "apm_only", apm_only,
             "False outside stage 'cam_apm' (the stage that trains APM)")
@@ -289,15 +293,13 @@ def degrade_condition(latents: torch.Tensor, smax: float, generator: torch.Gener
     """The conditioning latents plus N(0, s^2) noise, s ~ U(0, smax) drawn once per clip (beyond
     the paper, like offset noise).
 
-    Why: in the paper's stage-2 task the conditioning frames 17-24 already show the anchor's scene
-    (the toy CLIP scores a clip's frames 1 and 25 at cosine 0.983), so the anchor adds nothing
-    the condition does not carry, APM's gates alpha_l get no consistent gradient and stay at
-    their zero init. At sampling the condition is the model's own last chunk, which drifts from
-    the anchor over hundreds of frames; a degraded condition is a stand-in for that drift, where
+    Why: in the paper's stage-2 task the conditioning frames 17-24 already show the anchor's
+    scene, so the anchor adds nothing the condition does not carry, and APM's gates alpha_l get
+    no consistent gradient and stay at their zero init. At sampling the condition is the model's
+    own last chunk, which drifts from the anchor over hundreds of frames; a degraded condition is a stand-in for that drift, where
     the anchor is what tells the model the scene's appearance. s ~ U(0, smax) keeps clean
-    conditions (s near 0) in the mix, the ones sampling's first extensions see. The latents of
-    the toy-world VAE (and of any LDM VAE after its scaling factor) have unit variance, so smax
-    is relative to the signal.
+    conditions (s near 0) in the mix, the ones sampling's first extensions see. An LDM VAE's
+    latents have unit variance after its scaling factor, so smax is relative to the signal.
     """
     b = latents.shape[0]
     s = smax * torch.rand(b, generator=generator).view(b, *(1,) * (latents.dim() - 1))
@@ -334,7 +336,7 @@ class StreamingObjective(Objective):
         re-encodes those frames). The target stays the clip's latents, so the model learns to
         re-cover the latents its condition was decoded from, which at sampling are the previous
         chunk's own; trained on the clip's frames it re-covers encode(decode(z)) instead, one VAE
-        round trip away (on the toy world a latent error of 0.028, variance 0.82).
+        round trip away.
 
         With ``condition_noise`` > 0 the latents are first degraded (:func:`degrade_condition`,
         drawn from ``generator``), while the target stays the clip's own."""

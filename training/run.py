@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import tempfile
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,14 +22,16 @@ from models.cam import CONTROL_TEXTS
 from models.clip_image import CLIPPair, load_image_encoder
 from models.conc_cond import ConcCondUNet
 from models.errors import ConfigError, require
-from models.presets import REFINE_GEOMETRY, get_preset
+from models.params import build, check, group, param
+from models.presets import PRESETS, REFINE_GEOMETRY, get_preset
 from models.refinement import RefineConfig
 from models.streaming_t2v import StreamingT2V, conditioning_of
 from models.tokenizer import extend_vocabulary
 from models.video_ldm import VideoLDM
 from training.data import TOYWORLD, ClipSource, ClipSpec, local_batches
-from training.objectives import (CONDITIONED_STAGES, STAGES, Dropout, NoiseDraw, Objective, check_apm_only,
-                                 check_condition_noise, check_main_branch, clip_frames, make_objective)
+from training.objectives import (CONDITIONED_STAGES, MAIN_BRANCH_MODES, STAGES, TIMESTEP_SAMPLING, Dropout, NoiseDraw,
+                                 Objective, check_apm_only, check_condition_noise, check_main_branch, clip_frames,
+                                 make_objective)
 
 PRECISIONS = ("no", "bf16", "fp16")
 TOKENIZERS = (None, "toyworld")  # None: the init model's (or the preset's) tokenizer
@@ -41,105 +42,92 @@ and converted official checkpoints are float16); ``--mixed-precision`` autocasts
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """One stage of training. ``init`` is the model directory the stage starts from: none for
-    ``vae`` (random preset weights), a Video-LDM for ``base``/``cam``/``conc_cond``/``refiner``
-    (``base`` may also start from random weights), the ``cam`` result for ``cam_apm``."""
+class BeyondPaper:
+    """The training options the paper does not have. Each default is the paper's method, so a
+    config that sets none of them trains as the paper does; docs/training.md gives their rationale."""
 
-    stage: str
-    steps: int
-    init: str | None = None
-    preset: str = "tiny"
-    data: str = TOYWORLD  # or a clip manifest URI (local or s3://)
-    fps: float = 3.0  # paper: 3 FPS clips
-    batch_size: int = 8  # global, split across workers (paper: 8)
-    lr: float = 5e-5  # paper: 5e-5
-    # Warmup-stable-decay: the lr rises linearly over the first ``warmup_steps`` and falls
-    # linearly over the last ``decay_steps``; 0 and 0 (the default) is the paper's constant lr.
-    # The lr is a function of the step and this config only (:meth:`learning_rate`), so adding a
-    # decay to a constant-lr run and resuming it equals running the decayed schedule from scratch.
-    warmup_steps: int = 0
-    decay_steps: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 100
-    mixed_precision: str = "no"  # bf16 / fp16 autocast on GPUs; parameters stay fp32
-    gradient_checkpointing: bool = False
-    train_text_encoder: bool = False  # base stage of a model trained from scratch (toy world)
-    dropout: Dropout = field(default_factory=Dropout)
-    cond_frames: int | None = None  # Conc-Cond's F_cond (default: the preset's CAM F_cond)
-    timestep_sampling: str = "uniform"  # paper; 'cubic' biases to high noise (training.objectives)
-    offset_noise: float = 0.0  # paper: 0; > 0 hides the clip's mean colour from x_t (objectives.draw_noise)
-    # 'toyworld': the base stage swaps in toyworld.vocabulary's tokenizer (one token per toy word)
-    # and grows the text encoder's embeddings to match; the trained text encoder learns them.
-    tokenizer: str | None = None
-    # Condition on frames decoded from the clip's latents, as sampling does (objectives.
-    # StreamingObjective.condition); False (the paper's) conditions on the clip's own frames.
-    decoded_condition: bool = False
-    # Stages with a chunk condition, with decoded_condition: the largest std of the noise added to
-    # the conditioning latents before decoding, s ~ U(0, condition_noise) per clip (objectives.
-    # degrade_condition); 0 (the paper's) leaves the condition clean. A stand-in for the drift of
-    # a long video's own chunks, against which APM's anchor is the appearance reference.
-    condition_noise: float = 0.0
-    # Stage ``cam``: what CAM's control branch reads, "prompt" (the paper's) or "empty"
-    # (models.cam.CAMConfig.control_text); None keeps the preset's. Later stages inherit it from
-    # their init model.
-    control_text: str | None = None
-    # Stages cam / conc_cond / cam_apm: the CLIP (directory or hub id; its image tower) whose
-    # embeddings APM reads, e.g. the toy world's ``clip`` stage result. None: the init model's
-    # (cam_apm), else the preset's released CLIP, else a random tower (the tiny preset).
-    image_encoder: str | None = None
-    # Stage ``cam_apm``: the learning rate of APM's parameters (alpha_l, resampler, mixer); None:
-    # ``lr``, the paper's one rate. The warmup/decay schedule scales both alike. Beyond the paper:
-    # Adam moves a zero-initialised gate by at most about ``lr`` per step, so at 1e-4 a 1000-step
-    # run cannot open SiLU(alpha_l) (Eq. 6) far enough for the anchor to matter.
-    apm_lr: float | None = None
-    # Stage ``cam``: what it trains of the main branch besides CAM, "frozen" (the paper's stage
-    # 1), "spatial" (stage 2's trainable layers) or "all" (Conc-Cond's). Beyond the paper: CAM and
-    # Conc-Cond compared at equal trainable parameters (objectives.MAIN_BRANCH_MODES).
-    main_branch: str = "frozen"
-    # Stage ``cam_apm``: train APM alone (alpha_l, resampler, mixer), everything else frozen.
-    # Beyond the paper: a warm-up on drifted conditions that opens the gates before a full stage
-    # 2 (objectives.check_apm_only says why).
-    apm_only: bool = False
+    warmup_steps: int = param(0, help="linear lr warmup over the first N steps (paper: 0, a constant lr)", ge=0)
+    decay_steps: int = param(0, help="linear lr decay over the last N steps (paper: 0); added to a constant-lr run, "
+                             "a re-run resumes into the decay", ge=0, note="and at most steps - warmup_steps")
+    train_text_encoder: bool = param(False, help="stage base: train CLIP's text encoder with the UNet, for a model "
+                                     "trained from scratch (paper: CLIP frozen)")
+    tokenizer: str | None = param(None, help="stage base with train_text_encoder: 'toyworld' gives each toy-world "
+                                  "word one token (default: the init model's tokenizer)", choices=TOKENIZERS[1:])
+    timestep_sampling: str = param("uniform", help="how training timesteps are drawn: uniform (paper) or cubic "
+                                   "(biased to high noise)", choices=TIMESTEP_SAMPLING)
+    offset_noise: float = param(0.0, help="std of a per-(video, channel) offset added to the training noise "
+                                "(paper: 0)", ge=0, le=1)
+    decoded_condition: bool = param(False, help="stages cam / cam_apm / conc_cond: condition on frames decoded from "
+                                    "the clip's latents, as sampling does (paper: the clip's own frames)")
+    condition_noise: float = param(0.0, help="with decoded_condition: the largest std of the noise added to the "
+                                   "conditioning latents before decoding (paper: 0)", ge=0, le=1)
+    control_text: str | None = param(None, help="stage cam: what CAM's control branch reads, prompt (paper) or empty "
+                                     "(default: the preset's)", choices=CONTROL_TEXTS)
+    apm_lr: float | None = param(None, help="stage cam_apm: the learning rate of APM's gates, resampler and mixer "
+                                 "(paper: lr)", gt=0, le=1)
+    main_branch: str = param("frozen", help="stage cam: what it trains of the main branch besides CAM, frozen (paper), "
+                             "spatial (stage 2's layers) or all (Conc-Cond's)", choices=MAIN_BRANCH_MODES)
+    apm_only: bool = param(False, help="stage cam_apm: train APM alone, everything else frozen (paper: all of stage "
+                           "2's layers)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One stage of training: the paper's options (Sec. 5.1, App. E.1), the run's engineering
+    options, and in ``beyond`` the options beyond the paper. ``init`` is the model directory the
+    stage starts from: none for ``vae`` (random preset weights), a Video-LDM for
+    ``base``/``cam``/``conc_cond``/``refiner`` (``base`` may also start from random weights), the
+    ``cam`` result for ``cam_apm``. Each field is declared once (models.params): the flags of
+    ``streamingt2v train`` and the parameters of the ``train-streamingt2v`` flow are derived from them."""
+
+    stage: str = param(help="the stage to train (cam: the paper's stage 1, cam_apm: its stage 2, conc_cond: the "
+                       "App. D.1 baseline)", choices=STAGES)
+    steps: int = param(help="optimiser steps of the stage", ge=1)
+    init: str | None = param(None, help="the model directory the stage starts from (local or s3://)")
+    preset: str = param("tiny", help="model sizes (tiny: the toy world's, modelscope: the paper's)",
+                        choices=tuple(PRESETS))
+    data: str = param(TOYWORLD, help="'toyworld' or a clip manifest (Parquet, local or s3://)", non_empty=True)
+    fps: float = param(3.0, help="frame rate clips are sampled at (paper: 3)", gt=0, le=120)
+    batch_size: int = param(8, help="global batch size, split across workers (paper: 8)", ge=1)
+    lr: float = param(5e-5, help="AdamW learning rate (paper: 5e-5)", gt=0, le=1)
+    weight_decay: float = param(0.0, help="AdamW weight decay", ge=0)
+    grad_clip: float = param(1.0, help="the largest gradient norm of a step", gt=0)
+    seed: int = param(0, help="seed of the clips, noise and dropout drawn, and of random initial weights", ge=0)
+    checkpoint_every: int = param(100, help="optimiser steps between checkpoints", ge=1)
+    mixed_precision: str = param("no", help="bf16 / fp16 autocast on GPUs; parameters stay fp32", choices=PRECISIONS)
+    gradient_checkpointing: bool = param(False, help="recompute activations in the backward pass (less memory, "
+                                         "the same steps)")
+    dropout: Dropout = group(Dropout, prefix="dropout_", help="condition dropout")
+    cond_frames: int | None = param(None, help="stage conc_cond: Conc-Cond's F_cond (paper: 8; default: the "
+                                    "preset's CAM F_cond)", ge=1)
+    image_encoder: str | None = param(None, help="stages cam / conc_cond / cam_apm: the CLIP (directory or hub id) "
+                                      "whose image tower embeds APM's anchor, e.g. a clip stage's result (default: "
+                                      "the init model's, else the preset's)")
+    beyond: BeyondPaper = group(BeyondPaper, help="options beyond the paper (off by default)", beyond_paper=True)
 
     def __post_init__(self) -> None:
-        require(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
-        get_preset(self.preset)
-        require(self.steps >= 1, "steps", self.steps, "an integer >= 1")
-        require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a learning rate > 0")
-        require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
-        require(0 <= self.decay_steps <= self.steps - self.warmup_steps, "decay_steps", self.decay_steps,
-                f"an integer in [0, steps - warmup_steps] = [0, {self.steps - self.warmup_steps}]")
-        require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "an integer >= 1")
-        require(self.mixed_precision in PRECISIONS, "mixed_precision", self.mixed_precision, f"one of {PRECISIONS}")
-        require(self.fps > 0, "fps", self.fps, "a frame rate > 0")
-        self.noise_draw()  # validates timestep_sampling and offset_noise
+        check(self)
+        beyond = self.beyond
+        require(beyond.decay_steps <= self.steps - beyond.warmup_steps, "decay_steps", beyond.decay_steps,
+                f"an integer in [0, steps - warmup_steps] = [0, {self.steps - beyond.warmup_steps}]")
         if self.stage in ("cam", "cam_apm", "conc_cond", "refiner"):
             require(self.init is not None, "init", None, f"a model directory to start stage {self.stage!r} from")
-        require(not self.train_text_encoder or self.stage == "base", "train_text_encoder", True,
-                "False outside the base stage (CLIP stays frozen, paper Sec. 5.1)")
-        require(not self.decoded_condition or self.stage in CONDITIONED_STAGES, "decoded_condition", True,
-                f"False outside the stages with a chunk condition {CONDITIONED_STAGES}")
-        check_condition_noise(self.condition_noise, self.decoded_condition)
-        check_main_branch(self.main_branch, self.stage)
-        check_apm_only(self.apm_only, self.stage)
-        require(self.control_text is None or self.stage == "cam", "control_text", self.control_text,
-                "None outside stage 'cam' (later stages keep their init model's CAM)")
-        require(self.control_text in (None, *CONTROL_TEXTS), "control_text", self.control_text,
-                f"one of {CONTROL_TEXTS}")
         require(self.image_encoder is None or self.stage in CONDITIONED_STAGES, "image_encoder", self.image_encoder,
                 f"None outside the stages with an anchor model {CONDITIONED_STAGES}")
-        require(self.apm_lr is None or self.stage == "cam_apm", "apm_lr", self.apm_lr,
+        require(not beyond.train_text_encoder or self.stage == "base", "train_text_encoder", True,
+                "False outside the base stage (CLIP stays frozen, paper Sec. 5.1)")
+        require(not beyond.decoded_condition or self.stage in CONDITIONED_STAGES, "decoded_condition", True,
+                f"False outside the stages with a chunk condition {CONDITIONED_STAGES}")
+        check_condition_noise(beyond.condition_noise, beyond.decoded_condition)
+        check_main_branch(beyond.main_branch, self.stage)
+        check_apm_only(beyond.apm_only, self.stage)
+        require(beyond.control_text is None or self.stage == "cam", "control_text", beyond.control_text,
+                "None outside stage 'cam' (later stages keep their init model's CAM)")
+        require(beyond.apm_lr is None or self.stage == "cam_apm", "apm_lr", beyond.apm_lr,
                 "None outside stage 'cam_apm' (the stage that trains APM)")
-        require(self.apm_lr is None or not self.apm_only, "apm_lr", self.apm_lr,
+        require(beyond.apm_lr is None or not beyond.apm_only, "apm_lr", beyond.apm_lr,
                 "None with apm_only (APM is all that trains; its rate is lr)")
-        require(self.apm_lr is None or (math.isfinite(self.apm_lr) and self.apm_lr > 0), "apm_lr", self.apm_lr,
-                "a learning rate > 0, or None for lr")
-        require(self.tokenizer in TOKENIZERS, "tokenizer", self.tokenizer, f"one of {TOKENIZERS}")
-        require(self.tokenizer is None or self.train_text_encoder, "tokenizer", self.tokenizer,
+        require(beyond.tokenizer is None or beyond.train_text_encoder, "tokenizer", beyond.tokenizer,
                 "None unless the text encoder is trained (--train-text-encoder, base stage): its new "
                 "token embeddings must be learnt")
 
@@ -147,15 +135,16 @@ class TrainConfig:
         """The lr of optimiser step ``step`` (1-based): ``lr * step / warmup_steps`` during the
         warmup, ``lr`` in between, ``lr * (steps - step + 1) / decay_steps`` during the decay (so
         the last step still moves, at ``lr / decay_steps``)."""
+        warmup, decay = self.beyond.warmup_steps, self.beyond.decay_steps
         factor = 1.0
-        if step <= self.warmup_steps:
-            factor = step / self.warmup_steps
-        if self.decay_steps > 0:  # steps past the end (a caller stepping on) stay at the last lr
-            factor = min(factor, max(self.steps - step + 1, 1) / self.decay_steps)
+        if step <= warmup:
+            factor = step / warmup
+        if decay > 0:  # steps past the end (a caller stepping on) stay at the last lr
+            factor = min(factor, max(self.steps - step + 1, 1) / decay)
         return self.lr * factor
 
     def noise_draw(self) -> NoiseDraw:
-        return NoiseDraw(self.timestep_sampling, self.offset_noise)
+        return NoiseDraw(self.beyond.timestep_sampling, self.beyond.offset_noise)
 
     def clip_spec(self) -> ClipSpec:
         if self.stage == "refiner":  # the refinement stage's chunk on its canvas (Sec. 4.3)
@@ -165,11 +154,31 @@ class TrainConfig:
         return ClipSpec(clip_frames(self.stage, video.frames_per_chunk), self.fps, video.height, video.width)
 
     def to_dict(self) -> dict:
+        """The nested form (``dropout`` and ``beyond`` as objects), as checkpoints and exports record it."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        return cls(**{**values, "dropout": Dropout(**values.get("dropout", {}))})
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """A config from :meth:`to_dict`'s nested form, from the flat form of configs recorded before
+        ``beyond`` was a group (:data:`FLAT_LAYOUT`), or from the boundaries' flat parameters
+        (``dropout_text``); fields it lacks (recorded before they existed) take their defaults."""
+        return build(cls, values)
+
+    def flat_dict(self) -> dict:
+        """The config in the flat form of :data:`FLAT_LAYOUT`, fields added since at the end."""
+        values = self.to_dict()
+        values.update(values.pop("beyond"))
+        return {**{name: values.pop(name) for name in FLAT_LAYOUT}, **values}
+
+
+FLAT_LAYOUT = ("stage", "steps", "init", "preset", "data", "fps", "batch_size", "lr", "warmup_steps", "decay_steps",
+               "weight_decay", "grad_clip", "seed", "checkpoint_every", "mixed_precision", "gradient_checkpointing",
+               "train_text_encoder", "dropout", "cond_frames", "timestep_sampling", "offset_noise", "tokenizer",
+               "decoded_condition", "condition_noise", "control_text", "image_encoder", "apm_lr", "main_branch",
+               "apm_only")
+"""The keys, in their order, of a config recorded before the options beyond the paper became the
+``beyond`` group: what :meth:`TrainConfig.flat_dict` writes, so that a record's hash (the
+``train-streamingt2v`` flow's lineage of a stage's model) is the same in either form."""
 
 
 def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None = None,
@@ -181,8 +190,9 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
         if config.init is None:
             return CLIPPair.from_preset(preset, seed=config.seed, device=device)
         return _load_or_refuse(CLIPPair, config, init_dir or local_init(config.init), device=device)
-    if config.stage == "base" and config.tokenizer is not None:
-        return with_tokenizer(build_model(replace(config, tokenizer=None), device, init_dir), config.tokenizer)
+    if config.stage == "base" and config.beyond.tokenizer is not None:
+        return with_tokenizer(build_model(replace(config, beyond=replace(config.beyond, tokenizer=None)), device,
+                                          init_dir), config.beyond.tokenizer)
     if config.stage == "vae" or (config.stage == "base" and config.init is None):
         return VideoLDM.from_preset(preset, seed=config.seed, device=device)
     init_dir = init_dir or local_init(config.init)
@@ -215,7 +225,8 @@ def build_model(config: TrainConfig, device: str = "cpu", init_dir: str | None =
         with torch.device(device):
             image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**preset.image_encoder)).eval()
     if config.stage == "cam":
-        cam = preset.cam if config.control_text is None else replace(preset.cam, control_text=config.control_text)
+        control_text = config.beyond.control_text
+        cam = preset.cam if control_text is None else replace(preset.cam, control_text=control_text)
         return StreamingT2V.from_video_ldm(base, image_encoder, cam, preset.apm)
     unet = ConcCondUNet.from_base(base.unet, config.cond_frames or preset.cam.cond_frames).eval()
     return StreamingT2V(unet, base.vae, base.text_encoder, base.tokenizer, image_encoder, base.video, base.schedule)
@@ -232,8 +243,8 @@ def _continued_conc_cond(model: StreamingT2V, config: TrainConfig) -> StreamingT
 def _continued_cam(model: StreamingT2V, config: TrainConfig) -> StreamingT2V:
     """Stage ``cam`` from a CAM model (a stage-1 result, or a released StreamingT2V): its CAM
     trains on from where it stopped; ``control_text``, when given, replaces the model's."""
-    if config.control_text is not None:
-        model.unet.cam.config = replace(model.unet.cam.config, control_text=config.control_text)
+    if config.beyond.control_text is not None:
+        model.unet.cam.config = replace(model.unet.cam.config, control_text=config.beyond.control_text)
         model.unet.register_to_config(cam_config=asdict(model.unet.cam.config))
         with torch.no_grad():
             model.unet.cam.set_empty_text(model.encode_prompt([""]))
@@ -335,9 +346,10 @@ class TrainingRun:
         if image_encoder_dir is not None:  # the anchor embeddings are part of what a run starts from
             self.init_fingerprint = combined_fingerprint(self.init_fingerprint, image_encoder_dir)
         self.model = build_model(config, device, init_dir, image_encoder_dir)
-        self.objective: Objective = make_objective(config.stage, self.model, config.train_text_encoder,
-                                                   config.dropout, config.noise_draw(), config.decoded_condition,
-                                                   config.condition_noise, config.main_branch, config.apm_only)
+        beyond = config.beyond
+        self.objective: Objective = make_objective(config.stage, self.model, beyond.train_text_encoder,
+                                                   config.dropout, config.noise_draw(), beyond.decoded_condition,
+                                                   beyond.condition_noise, beyond.main_branch, beyond.apm_only)
         self.objective.freeze_all_but_trainable()
         if config.gradient_checkpointing:
             for name in ("unet", "vae"):
@@ -356,11 +368,12 @@ class TrainingRun:
 
     def _parameter_groups(self) -> list[tuple[float, list[torch.nn.Parameter]]]:
         """(lr scale, parameters): one group at ``lr``, or with ``apm_lr`` APM's apart."""
-        if self.config.apm_lr is None:
+        apm_lr = self.config.beyond.apm_lr
+        if apm_lr is None:
             return [(1.0, self.params)]
         apm = {id(p) for p in self.model.unet.apm_parameters()}
         return [(1.0, [p for p in self.params if id(p) not in apm]),
-                (self.config.apm_lr / self.config.lr, [p for p in self.params if id(p) in apm])]
+                (apm_lr / self.config.lr, [p for p in self.params if id(p) in apm])]
 
     def source(self) -> ClipSource:
         return self.source_for(self.config)
@@ -392,8 +405,8 @@ class TrainingRun:
         torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
         # Set every step (not only at construction): a resumed run's optimizer state carries the
         # lr it was saved with, and the schedule is the config's, not the checkpoint's.
-        for group, scale in zip(self.optimizer.param_groups, self.lr_scales):
-            group["lr"] = self.config.learning_rate(self.step + 1) * scale
+        for param_group, scale in zip(self.optimizer.param_groups, self.lr_scales):
+            param_group["lr"] = self.config.learning_rate(self.step + 1) * scale
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
@@ -458,14 +471,14 @@ class TrainingRun:
         saved = load_file(directory / "trainable.safetensors")
         own = self.trainable_state()
         require(set(saved) == set(own), "checkpoint", str(directory),
-                f"a checkpoint of stage {self.config.stage} with main_branch={self.config.main_branch!r} and "
-                f"apm_only={self.config.apm_only} (a "
+                f"a checkpoint of stage {self.config.stage} with main_branch={self.config.beyond.main_branch!r} and "
+                f"apm_only={self.config.beyond.apm_only} (a "
                 "different set of trained parameters; export it and start a new run from the export to change it)")
         with torch.no_grad():
             for k, v in saved.items():
                 own[k].copy_(v)
         extra = torch.load(directory / "optimizer.pt", weights_only=True)
-        require(len(extra["optimizer"]["param_groups"]) == len(self.lr_scales), "apm_lr", self.config.apm_lr,
+        require(len(extra["optimizer"]["param_groups"]) == len(self.lr_scales), "apm_lr", self.config.beyond.apm_lr,
                 f"what the checkpoint {directory} was trained with (set or not); start a new run directory "
                 "to change it")
         self.optimizer.load_state_dict(extra["optimizer"])

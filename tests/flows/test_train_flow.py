@@ -8,6 +8,17 @@ import pytest
 
 from infra import storage
 
+pytestmark = pytest.mark.integration
+
+
+def _config(model_uri: str) -> dict:
+    """The flat parameters of the config an exported model was trained with."""
+    from models.params import flatten
+    from training.run import TrainConfig
+
+    record = json.loads(storage.read_bytes(storage.join(model_uri, "training.json")))
+    return flatten(TrainConfig.from_dict(record["config"]))
+
 
 def test_two_stages_chain_and_a_rerun_resumes(prefect_harness, ray_local, tmp_path, tiny_base_dir):
     from flows.train import train_streamingt2v
@@ -19,8 +30,7 @@ def test_two_stages_chain_and_a_rerun_resumes(prefect_harness, ray_local, tmp_pa
                   condition_noise=0.5, apm_lr=1e-2, main_branch="spatial")
     results = train_streamingt2v(**params)
     assert results["cam"]["step"] == 2 and results["cam_apm"]["step"] == 1
-    configs = {stage: json.loads(storage.read_bytes(storage.join(results[stage]["model"], "training.json")))["config"]
-               for stage in ("cam", "cam_apm")}
+    configs = {stage: _config(results[stage]["model"]) for stage in ("cam", "cam_apm")}
     assert [configs[s]["condition_noise"] for s in configs] == [0.5, 0.5]
     assert [configs[s]["apm_lr"] for s in configs] == [None, 1e-2]  # only stage 2 trains APM
     assert [configs[s]["main_branch"] for s in configs] == ["spatial", "frozen"]  # a stage-1 option
@@ -54,7 +64,7 @@ def test_a_clip_stage_embeds_the_anchors_of_the_stages_after_it(prefect_harness,
     tower = load_image_encoder(results["clip"]["model"])
     model = StreamingT2V.from_pretrained(results["cam"]["model"])
     assert all(torch.equal(a, b) for a, b in zip(tower.state_dict().values(), model.image_encoder.state_dict().values()))
-    config = json.loads(storage.read_bytes(storage.join(results["cam"]["model"], "training.json")))["config"]
+    config = _config(results["cam"]["model"])
     assert (config["init"], config["image_encoder"]) == (tiny_base_dir, results["clip"]["model"])
 
 

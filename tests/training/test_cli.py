@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from flows.cli import main
+from models.params import flatten
 from training.curve import main as curve_main
+from training.run import TrainConfig
 
 
+@pytest.mark.integration  # whole `streamingt2v train` runs
 def test_local_training_exports_and_resumes(tmp_path, tiny_base_dir, capsys):
     run_dir, out = tmp_path / "run", tmp_path / "model"
     args = ["train", "--engine", "local", "--stage", "cam", "--init", tiny_base_dir, "--steps", "1", "--batch-size",
@@ -53,6 +58,7 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, capsys):
     assert "apm_only" in capsys.readouterr().err
 
 
+@pytest.mark.integration  # whole `streamingt2v train` runs
 def test_noise_schedule_and_condition_options_reach_the_exported_config(tmp_path, tiny_base_dir):
     out = tmp_path / "model"
     assert main(["train", "--engine", "local", "--stage", "cam", "--init", tiny_base_dir, "--steps", "2",
@@ -60,13 +66,14 @@ def test_noise_schedule_and_condition_options_reach_the_exported_config(tmp_path
                  "--warmup-steps", "1", "--decay-steps", "1", "--decoded-condition", "--control-text", "empty",
                  "--condition-noise", "0.3", "--main-branch", "spatial", "--run-dir", str(tmp_path / "run"),
                  "--out", str(out)]) == 0
-    config = json.loads((out / "training.json").read_text())["config"]
+    config = flatten(TrainConfig.from_dict(json.loads((out / "training.json").read_text())["config"]))
     assert (config["timestep_sampling"], config["offset_noise"]) == ("cubic", 0.1)
     assert (config["warmup_steps"], config["decay_steps"], config["decoded_condition"]) == (1, 1, True)
     assert (config["condition_noise"], config["main_branch"]) == (0.3, "spatial")
     assert json.loads((out / "unet" / "config.json").read_text())["cam_config"]["control_text"] == "empty"
 
 
+@pytest.mark.integration  # whole `streamingt2v train` runs
 def test_a_clip_stage_exports_the_clip_a_cam_stage_then_takes_with_image_encoder(tmp_path, tiny_base_dir):
     import torch
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 from flows.cli import main as cli_main
@@ -22,6 +23,7 @@ def _same(a: dict[str, dict], b: dict[str, dict]) -> bool:
         a[f].keys() == b[f].keys() and all(a[f][k].equal(b[f][k]) for k in a[f]) for f in a)
 
 
+@pytest.mark.integration
 def test_checkpoints_export_as_the_run_at_their_step(tmp_path, tiny_base_dir, s3_bucket, capsys):
     run_dir, out = tmp_path / "run", tmp_path / "model"
     assert cli_main(["train", "--engine", "local", "--stage", "cam", "--init", tiny_base_dir, "--steps", "2",

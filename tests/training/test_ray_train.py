@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
@@ -13,6 +14,8 @@ from toyworld.dataset import write_clip_dataset
 from training.data import local_batches
 from training.ray_train import RayTrainSettings, latest_ray_checkpoint, train_on_ray
 from training.run import TrainConfig, TrainingRun
+
+pytestmark = pytest.mark.integration
 
 
 def test_train_resume_and_match_an_uninterrupted_run(ray_local, s3_bucket, tiny_base_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,9 +13,11 @@ import torch
 from models.errors import ConfigError
 from models.video_ldm import VideoLDM
 from training.objectives import Dropout
-from training.run import TrainConfig, TrainingRun, build_model, init_fingerprint, latest_checkpoint, train_in_process
+from training.run import (BeyondPaper, TrainConfig, TrainingRun, build_model, init_fingerprint, latest_checkpoint,
+                          train_in_process)
 
 
+@pytest.mark.integration  # whole training runs (train_in_process: checkpoints, export)
 def test_resuming_after_the_init_model_changed_is_refused(tmp_path, tiny_base_dir):
     init = tmp_path / "init"
     shutil.copytree(tiny_base_dir, init)
@@ -37,11 +40,12 @@ def test_resuming_after_the_init_model_changed_is_refused(tmp_path, tiny_base_di
     assert err.value.field == "init" and "has changed" in str(err.value)
 
 
+@pytest.mark.integration  # whole training runs (train_in_process: checkpoints, export)
 def test_a_base_stage_with_the_toy_world_tokenizer_learns_its_words_and_resumes(tmp_path, tiny_base_dir):
     """--tokenizer toyworld: the exported model tokenizes each caption word as one token, its text
     encoder has an embedding per token (and trained them), and a resumed run continues bit for bit."""
     config = TrainConfig(stage="base", steps=2, init=tiny_base_dir, batch_size=2, fps=10, lr=1e-3,
-                         checkpoint_every=1, train_text_encoder=True, tokenizer="toyworld")
+                         checkpoint_every=1, beyond=BeyondPaper(train_text_encoder=True, tokenizer="toyworld"))
     run = train_in_process(config, tmp_path / "run", out=tmp_path / "model", log=lambda *_: None)
     model = VideoLDM.from_pretrained(tmp_path / "model")
     words = model.tokenizer("a red circle moving left on a striped background", add_special_tokens=False).input_ids
@@ -57,7 +61,7 @@ def test_a_base_stage_with_the_toy_world_tokenizer_learns_its_words_and_resumes(
 
 
 def test_the_learning_rate_warms_up_holds_and_decays_as_configured():
-    config = TrainConfig(stage="base", steps=10, lr=1e-3, warmup_steps=2, decay_steps=4)
+    config = TrainConfig(stage="base", steps=10, lr=1e-3, beyond=BeyondPaper(warmup_steps=2, decay_steps=4))
     lrs = [config.learning_rate(s) for s in range(1, 11)]
     assert lrs == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4])
     assert config.learning_rate(11) == config.learning_rate(12) == pytest.approx(2.5e-4)  # stepping on
@@ -69,20 +73,22 @@ def test_the_learning_rate_warms_up_holds_and_decays_as_configured():
                                            ("decay_steps", {"warmup_steps": 5, "decay_steps": 6})])
 def test_a_schedule_longer_than_the_run_is_refused_naming_the_field(field, values):
     with pytest.raises(ConfigError) as err:
-        TrainConfig(stage="base", steps=10, **values)
+        TrainConfig(stage="base", steps=10, beyond=BeyondPaper(**values))
     assert err.value.field == field
     if field == "decay_steps":
         assert f"[0, {10 - values.get('warmup_steps', 0)}]" in str(err.value)
 
 
+@pytest.mark.integration  # whole training runs (train_in_process: checkpoints, export)
 def test_adding_a_decay_and_resuming_a_constant_run_equals_the_decayed_run_from_scratch(tmp_path, tiny_base_dir):
     """The lr is the config's at every step, not the one a checkpoint's optimizer state saved:
     a run trained 2 steps at constant lr, then resumed with --decay-steps 2 to 4 steps, ends with
     the same bits as 4 steps with the decay from the start (whose first 2 steps are at full lr)."""
     common = dict(stage="cam", init=tiny_base_dir, batch_size=1, fps=10, lr=1e-3, checkpoint_every=1)
     train_in_process(TrainConfig(steps=2, **common), tmp_path / "a", log=lambda *_: None)
-    resumed = train_in_process(TrainConfig(steps=4, decay_steps=2, **common), tmp_path / "a", log=lambda *_: None)
-    scratch = train_in_process(TrainConfig(steps=4, decay_steps=2, **common), tmp_path / "b", log=lambda *_: None)
+    decay = BeyondPaper(decay_steps=2)
+    resumed = train_in_process(TrainConfig(steps=4, beyond=decay, **common), tmp_path / "a", log=lambda *_: None)
+    scratch = train_in_process(TrainConfig(steps=4, beyond=decay, **common), tmp_path / "b", log=lambda *_: None)
     constant = train_in_process(TrainConfig(steps=4, **common), tmp_path / "c", log=lambda *_: None)
     assert [g["lr"] for g in resumed.optimizer.param_groups] == [5e-4] * len(resumed.optimizer.param_groups)
     assert resumed.apm_gates() == [] and resumed.metrics(0.5) == {"loss": 0.5, "step": 4}  # stage 1 leaves APM shut
@@ -91,6 +97,7 @@ def test_adding_a_decay_and_resuming_a_constant_run_equals_the_decayed_run_from_
     assert any(not torch.equal(a[k], c[k]) for k in a)  # the decay did change the last two steps
 
 
+@pytest.mark.integration  # whole training runs (train_in_process: checkpoints, export)
 def test_an_image_encoder_option_gives_the_anchor_model_that_clip_and_keeps_it_frozen(tmp_path, tiny_cam_dir):
     """--image-encoder: stage 2 embeds anchors with the given CLIP's image tower (e.g. a
     ``--stage clip`` result), trains without touching it, exports it, and a checkpoint trained
@@ -109,7 +116,7 @@ def test_an_image_encoder_option_gives_the_anchor_model_that_clip_and_keeps_it_f
         assert torch.equal(a, b), name
 
     TrainingRun(config).load_checkpoint(latest_checkpoint(tmp_path / "run"))  # same CLIP: resumes
-    other = TrainConfig(**{**config.to_dict(), "dropout": config.dropout, "image_encoder": str(tmp_path / "clip2")})
+    other = replace(config, image_encoder=str(tmp_path / "clip2"))
     with pytest.raises(ConfigError) as err:
         TrainingRun(other).load_checkpoint(latest_checkpoint(tmp_path / "run"))
     assert err.value.field == "init"
@@ -122,6 +129,7 @@ def test_a_missing_image_encoder_is_refused_naming_the_field(tmp_path, tiny_base
     assert err.value.field == "image_encoder"
 
 
+@pytest.mark.integration  # whole training runs (train_in_process: checkpoints, export)
 def test_an_apm_lr_moves_apm_at_its_own_rate_and_the_rest_at_lr(tmp_path, tiny_cam_dir):
     """--apm-lr: APM's parameters (alpha_l, resampler, mixer) are one optimiser group at apm_lr,
     the rest of stage 2's at lr. Adam's first step moves each parameter by about its group's lr
@@ -132,7 +140,8 @@ def test_an_apm_lr_moves_apm_at_its_own_rate_and_the_rest_at_lr(tmp_path, tiny_c
     common = dict(stage="cam_apm", steps=1, init=tiny_cam_dir, batch_size=2, fps=10, lr=1e-4, checkpoint_every=1,
                   dropout=Dropout(0.0, 0.0, 0.0))
     lines = []
-    run = train_in_process(TrainConfig(**common, apm_lr=1e-2), tmp_path / "run", out=tmp_path / "model",
+    run = train_in_process(TrainConfig(**common, beyond=BeyondPaper(apm_lr=1e-2)), tmp_path / "run",
+                           out=tmp_path / "model",
                            log=lines.append)
     start = StreamingT2V.from_pretrained(tiny_cam_dir, torch_dtype=torch.float32).unet.state_dict()
     apm = {id(p) for p in run.model.unet.apm_parameters()}
@@ -154,6 +163,7 @@ def test_an_apm_lr_moves_apm_at_its_own_rate_and_the_rest_at_lr(tmp_path, tiny_c
     assert err.value.field == "apm_lr"
 
 
+@pytest.mark.integration  # whole training runs (train_in_process: checkpoints, export)
 def test_stage_1_continues_a_cam_model_and_can_start_training_its_main_branch(tmp_path, tiny_base_dir):
     """A stage-1 run exported and continued from its export (``--init`` a CAM model) keeps its
     CAM, and may switch ``main_branch``; a checkpoint of the other parameter set is refused,
@@ -166,7 +176,8 @@ def test_stage_1_continues_a_cam_model_and_can_start_training_its_main_branch(tm
     assert first.model.unet.cam.mergers[0].proj_out.weight.abs().sum() > 0  # trained off its zero init
     exported = StreamingT2V.from_pretrained(tmp_path / "cam", torch_dtype=torch.float32).unet.state_dict()
 
-    config = TrainConfig(**common, init=str(tmp_path / "cam"), main_branch="all", control_text="empty")
+    config = TrainConfig(**common, init=str(tmp_path / "cam"), beyond=BeyondPaper(main_branch="all",
+                                                                                  control_text="empty"))
     run = TrainingRun(config)
     state = run.model.unet.state_dict()
     assert all(torch.equal(state[k], v) for k, v in exported.items())  # the CAM it continues, not a fresh one
@@ -188,6 +199,7 @@ def test_stage_1_from_the_conc_cond_baseline_is_refused(tiny_conc_cond_dir):
     assert err.value.field == "init"
 
 
+@pytest.mark.integration  # whole training runs (train_in_process: checkpoints, export)
 def test_stage_conc_cond_continues_a_conc_cond_model(tmp_path, tiny_base_dir):
     """``--init`` a Conc-Cond model continues its UNet (the baseline's share of a continued
     budget), rather than building a fresh baseline from it; a CAM model is refused, naming the
