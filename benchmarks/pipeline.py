@@ -7,20 +7,19 @@ to end, peak memory, the speed-up of each optimisation, and the orchestration's 
 
 Every run appends one row to a Parquet history (``--history``, local or s3://) and prints it as
 JSON, so runs accumulate and compare. Figures are measured, never estimated: MFU is counted FLOPs
-per measured second over the device's peak (:mod:`benchmarks.hardware`).
+per measured second over the device's peak (:mod:`benchmarks.hardware`). The command line and the
+orchestration figures (a generate-batch flow run on local Ray) are in :mod:`flows.bench`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from benchmarks import hardware
 from benchmarks.steps import STAGES, StepFigures, Switches, cfg_step, extend_step, meta_step_flops, prepare, \
     refine_step, time_step
 from infra import storage
-from models.errors import ConfigError, require
+from models.errors import require
 from models.guidance import GuidanceWeights
 
 DEFAULT_HISTORY = "outputs/bench/history.parquet"
@@ -211,53 +210,12 @@ def end_to_end(config: BenchConfig, harness: Harness | None = None) -> dict[str,
             "e2e_final_size": f"{record['size']['height']}x{record['size']['width']}"}
 
 
-def orchestration(config: BenchConfig) -> dict[str, Any]:
-    """The generate-batch flow (Prefect) on a local Ray cluster for ``orchestration_videos``
-    prompts, against the seconds its stage actors spent computing. For one video the stages run
-    one after another, so the rest of the flow's wall time is the orchestration (Prefect flow and
-    task runs, actor start-up with model loading, scheduling, object transfer, manifest commits):
-    reported as a share of the wall time. Several videos overlap across the stage pools, so for
-    them the figure is the throughput instead (videos per hour)."""
-    import os
-
-    from flows.generate_batch import generate_batch
-    from infra.manifest import BatchManifest
-    from stages.pools import start_ray
-
-    # Without PREFECT_API_URL the flow runs against Prefect's ephemeral local server, which may
-    # take more than the default 20 s to start on a busy machine; its start-up is not counted.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-    prompts = [f"a {c} circle moving left on a striped background" for c in ("red", "blue", "green", "white")]
-    prompts = (prompts * config.orchestration_videos)[: config.orchestration_videos]
-    t0 = time.perf_counter()
-    start_ray(num_cpus=2)
-    ray_start = time.perf_counter() - t0
-    _prefect_ready()
-    with tempfile.TemporaryDirectory(prefix="bench-flow-") as out:
-        t0 = time.perf_counter()
-        result = generate_batch(prompts=prompts, output_uri=out, num_frames=config.num_frames,
-                                num_inference_steps=config.num_inference_steps, refine=config.refine,
-                                refine_steps=config.refine_steps, preset="tiny")
-        wall = time.perf_counter() - t0
-        rows = list(BatchManifest.read(result["manifest"]).rows.values())
-    require(all(r["status"] == "done" for r in rows), "orchestration", [r["status"] for r in rows], "all videos done")
-    compute = sum((r["init_s"] or 0) + (r["extend_s"] or 0) + (r["refine_s"] or 0) for r in rows)
-    return {"orch_videos": len(rows), "orch_ray_start_s": ray_start, "orch_flow_wall_s": wall,
-            "orch_stage_compute_s": compute, "orch_videos_per_hour": 3600 * len(rows) / wall,
-            "orch_overhead_share": 1 - compute / wall if len(rows) == 1 else None}
-
-
-def _prefect_ready() -> None:
-    """Start (or reach) the Prefect API before timing, with a trivial flow run."""
-    from prefect import flow
-
-    flow(name="bench-warm-up")(lambda: None)()
-
-
-def run(config: BenchConfig) -> dict[str, Any]:
-    """Measure and return one history row (see the module docstring)."""
+def run(config: BenchConfig, orchestration: Callable[[BenchConfig], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Measure and return one history row (see the module docstring). With
+    ``config.orchestration``, ``orchestration(config)`` adds the Ray/Prefect overhead figures: the
+    flows layer passes it (:func:`flows.bench.measure_orchestration`), as measuring it runs a flow."""
+    require(orchestration is not None or not config.orchestration or config.flops_only, "orchestration", True,
+            "False here; `streamingt2v bench --orchestration` and the bench flow measure it")
     row: dict[str, Any] = {
         "run_id": uuid.uuid4().hex[:12], "started_at": datetime.now(timezone.utc), "git_commit": _git_commit(),
         "preset": config.preset, "weights": config.weights, "device": config.device, "dtype": config.dtype,
@@ -292,51 +250,3 @@ def append_history(uri: str, row: dict[str, Any]) -> pa.Table:
         new = pa.concat_tables([storage.read_table(uri), new], promote_options="permissive")
     storage.write_table(uri, new)
     return new
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streamingt2v bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="tiny", help="tiny | modelscope")
-    p.add_argument("--weights", default="random", help="random (any preset) | trained (tiny, or with model paths)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
-    p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of init,extend,refine")
-    p.add_argument("--repeats", type=int, default=3, help="timed steps per figure (median)")
-    p.add_argument("--guidance-anchor", type=float, default=7.5,
-                   help="anchor weight of Eq. 13 (7.5 = text weight: 2 branches; other values: 3-way guidance)")
-    p.add_argument("--num-frames", type=int, default=48, help="end-to-end video length (0: skip)")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps of init/extend end to end")
-    p.add_argument("--refine-steps", type=int, default=50)
-    p.add_argument("--no-refine", action="store_true")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the denoisers")
-    p.add_argument("--ablations", action="store_true", help="measure the speed-up of each optimisation")
-    p.add_argument("--orchestration", action="store_true", help="Ray/Prefect overhead share (tiny)")
-    p.add_argument("--orchestration-videos", type=int, default=1,
-                   help="1: overhead share of one video; more: throughput of overlapping videos")
-    p.add_argument("--flops-only", action="store_true", help="FLOPs per step at real sizes on the meta device")
-    p.add_argument("--history", default=DEFAULT_HISTORY, help="Parquet history to append to (local or s3://)")
-    return p
-
-
-def bench_main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        config = BenchConfig(
-            preset=args.preset, weights=args.weights, device=args.device, dtype=args.dtype,
-            switches=Switches(channels_last=args.channels_last, compile=args.compile), repeats=args.repeats,
-            guidance=GuidanceWeights(7.5, args.guidance_anchor), stages=tuple(s for s in args.stages.split(",") if s),
-            num_frames=args.num_frames, num_inference_steps=args.steps, refine_steps=args.refine_steps,
-            refine=not args.no_refine, ablations=args.ablations, orchestration=args.orchestration,
-            orchestration_videos=args.orchestration_videos, flops_only=args.flops_only, history=args.history)
-    except (ConfigError, ValueError) as exc:
-        print(f"streamingt2v bench: error: {exc}", file=sys.stderr)
-        return 2
-    row = run(config)
-    append_history(config.history, row)
-    print(json.dumps(row, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(bench_main(sys.argv[1:]))

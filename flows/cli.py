@@ -24,36 +24,24 @@ EXIT_BAD_INPUT = 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    from infra.params import add_arguments
+    from models.request import GenerationRequest
+
     parser = argparse.ArgumentParser(prog="streamingt2v", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate one long video")
-    g.add_argument("prompt")
-    g.add_argument("--num-frames", type=int, default=80, help="frames of the final video (>= 16)")
-    g.add_argument("--preset", default="tiny", help="tiny | modelscope")
-    g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", default="outputs", help="output directory (local path or s3://...)")
-    g.add_argument("--no-refine", action="store_true", help="stop after the low-resolution video")
-    g.add_argument("--blend", default="randomized", help="randomized | shared-noise | independent (refine ablation)")
-    g.add_argument("--fps", type=int, default=10)
-    g.add_argument("--negative-prompt", default="")
-    g.add_argument("--anchor-frame", type=int, default=0, help="frame of the first chunk used as APM anchor (0-15)")
-    g.add_argument("--steps", type=int, default=50, help="DDIM steps of init-chunk and extend (paper: 50)")
-    g.add_argument("--refine-steps", type=int, default=50, help="DDIM step spacing of refine (50 -> 30 steps from T'=600)")
-    g.add_argument("--guidance-text", type=float, default=7.5)
-    g.add_argument("--guidance-anchor", type=float, default=7.5)
-    g.add_argument("--base-model", help="diffusers Video-LDM directory or hub id (init chunk)")
-    g.add_argument("--streaming-model", help="StreamingT2V directory (autoregressive-extend)")
-    g.add_argument("--refiner", help="diffusers video model directory or hub id (refine)")
-    g.add_argument("--weights", default=None,
-                   help="trained (tiny: the toy-world model in toyworld/weights; real presets: the model paths) | "
-                        "random (fixed random weights); default: the preset's")
-    g.add_argument("--device", default="cpu")
-    g.add_argument("--dtype", default="float32")
-    g.add_argument("--condition-replacement", action="store_true",
-                   help="beyond the paper: pin each extension chunk's re-covering frames to the previous chunk's "
-                        "latents noised to every step's t (the replacement method of Video Diffusion Models)")
-    g.add_argument("--force", action="store_true", help="allow more than 4800 frames")
+    add_arguments(g, GenerationRequest, positional=("prompt",))
+    models = g.add_argument_group("models and device")
+    models.add_argument("--base-model", help="diffusers Video-LDM directory or hub id (init chunk)")
+    models.add_argument("--streaming-model", help="StreamingT2V directory (autoregressive-extend)")
+    models.add_argument("--refiner", help="diffusers video model directory or hub id (refine)")
+    models.add_argument("--weights", default=None,
+                        help="trained (tiny: the toy-world model in toyworld/weights; real presets: the model "
+                             "paths) | random (fixed random weights); default: the preset's")
+    models.add_argument("--device", default="cpu")
+    models.add_argument("--dtype", default="float32")
     g.add_argument("--truncate-prompt", action="store_true", help="keep the first 77 CLIP tokens of a longer prompt")
 
     c = sub.add_parser("convert-official", help="convert the released streaming_t2v.ckpt into a StreamingT2V directory")
@@ -84,14 +72,11 @@ def _check_writable(out: str) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from infra.params import from_arguments
     from models.request import GenerationRequest
     from stages.sources import ModelSources
 
-    request = GenerationRequest(
-        prompt=args.prompt, num_frames=args.num_frames, seed=args.seed, negative_prompt=args.negative_prompt,
-        guidance_text=args.guidance_text, guidance_anchor=args.guidance_anchor, num_inference_steps=args.steps,
-        refine=not args.no_refine, blend=args.blend, refine_steps=args.refine_steps, fps=args.fps, anchor_frame=args.anchor_frame,
-        preset=args.preset, condition_replacement=args.condition_replacement, force=args.force)
+    request = GenerationRequest(**from_arguments(args, GenerationRequest))
     sources = ModelSources(preset=args.preset, base_model=args.base_model, streaming_model=args.streaming_model,
                            refiner=args.refiner, device=args.device, dtype=args.dtype, weights=args.weights)
     for option in ("base_model", "streaming_model", "refiner"):
@@ -168,8 +153,9 @@ class _ProgressBars:
 
 def _convert(args: argparse.Namespace) -> int:
     from models.convert_official import convert_official
+    from models.dtypes import DTYPES
     from models.presets import MODELSCOPE
-    from stages.sources import DTYPES, ModelSources
+    from stages.sources import ModelSources
 
     if not Path(args.checkpoint).is_file():
         raise ConfigError("checkpoint", args.checkpoint, "an existing streaming_t2v.ckpt file")
@@ -190,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         from evaluation.cli import evaluate_main
 
         return evaluate_main(argv[1:])
-    if argv[:1] == ["bench"]:  # the performance harness has its own parser (benchmarks/pipeline.py)
-        from benchmarks.pipeline import bench_main
+    if argv[:1] == ["bench"]:  # the performance harness has its own parser (flows/bench.py)
+        from flows.bench import bench_main
 
         return bench_main(argv[1:])
     if argv[:1] == ["train"]:  # training has its own parser (training/cli.py)

@@ -16,7 +16,7 @@ Three deployments:
 
 * ``VideoAPI`` (FastAPI ingress): validates requests and dispatches each accepted job to the
   generation deployment.
-* ``JobOwner`` (one replica, fixed): the only writer of the jobs' state, an
+* ``JobOwner`` (flows/serve_jobs.py; one replica, fixed): the only writer of the jobs' state, an
   :class:`infra.jobs.JobBoard` over the manifest ``<root>/manifest.parquet`` (local path or
   ``s3://``, committed atomically on every change). A restarted application reads it back, so
   finished jobs keep answering. It also bounds the queue: at most ``max_queue`` jobs queued or
@@ -52,14 +52,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from flows.serve_http import RequestGuard, file_response
+from flows.serve_jobs import JobOwner
 from infra import storage
 from infra.cluster import ClusterConfig, PoolConfig
-from infra.jobs import JobOwner, RequestGuard, chunk_video_uri, file_response
+from infra.params import body_model
+from infra.jobs import chunk_video_uri
 from infra.run_store import RunStore
 from infra.video_io import to_uint8, write_mp4
 from models.errors import ConfigError
-from models.refinement import BlendMode
-from models.request import MIN_FRAMES, PARAM_DEFAULTS, GenerationRequest
+from models.request import MIN_FRAMES, NOT_PARAMETERS, GenerationRequest
 from stages.generate import Progress, Stages, generate_video
 from stages.sources import ModelSources
 
@@ -93,26 +95,9 @@ class ServeArgs(BaseModel):
     api_token: str | None = None  # else the STREAMINGT2V_API_TOKEN environment variable of the API replicas
 
 
-class VideoBody(BaseModel):
-    """The body of ``POST /v1/videos``: the parameters of :class:`models.request.GenerationRequest`,
-    which checks their ranges (its defaults apply)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    prompt: str
-    num_frames: int = PARAM_DEFAULTS["num_frames"]
-    seed: int = PARAM_DEFAULTS["seed"]
-    preset: str = PARAM_DEFAULTS["preset"]
-    refine: bool = PARAM_DEFAULTS["refine"]
-    fps: int = PARAM_DEFAULTS["fps"]
-    guidance_text: float = PARAM_DEFAULTS["guidance_text"]
-    guidance_anchor: float = PARAM_DEFAULTS["guidance_anchor"]
-    negative_prompt: str = PARAM_DEFAULTS["negative_prompt"]
-    blend: BlendMode = PARAM_DEFAULTS["blend"]
-    num_inference_steps: int = PARAM_DEFAULTS["num_inference_steps"]
-    refine_steps: int = PARAM_DEFAULTS["refine_steps"]
-    apm: bool = PARAM_DEFAULTS["apm"]
-    condition_replacement: bool = PARAM_DEFAULTS["condition_replacement"]
+VideoBody = body_model(GenerationRequest, "VideoBody", exclude=NOT_PARAMETERS, doc=(
+    "The body of ``POST /v1/videos``: the parameters of :class:`models.request.GenerationRequest` (its "
+    "defaults apply), which checks their ranges."))
 
 
 class Cancelled(Exception):

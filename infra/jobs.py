@@ -1,6 +1,6 @@
-"""The jobs of the HTTP service (flows/serve_api.py): one owner of their state, kept in a
-:class:`~infra.manifest.BatchManifest` and committed to storage on every change, plus the HTTP
-plumbing around them (the request guard, file responses, where chunk MP4s live).
+"""The jobs of the HTTP service (flows/serve_api.py): their state, kept in a
+:class:`~infra.manifest.BatchManifest` and committed to storage on every change, and where their
+chunk MP4s live.
 
 A job is one :class:`~models.request.GenerationRequest`; its id is the request's ``video_id`` (a
 hash of every parameter), so an identical resubmission is the same job. The API's statuses are
@@ -18,23 +18,15 @@ stored in the manifest's columns as follows::
 Every call from the generation replica carries the job's attempt number (the ``attempts``
 column, raised each time the job is queued): a late report of an older attempt, e.g. one that
 was cancelled and resubmitted, is ignored and told to stop. :class:`JobBoard` is plain Python;
-:class:`JobOwner` is its single-replica Serve deployment, so that exactly one process writes the
-manifest.
+:class:`flows.serve_jobs.JobOwner` is its single-replica Serve deployment, so that exactly one
+process writes the manifest.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
-
-from fastapi import HTTPException
-from fastapi.responses import JSONResponse, StreamingResponse
-from ray import serve
-from starlette.datastructures import Headers
 
 from infra import storage
 from infra.manifest import STAGE_STATUS_COLUMNS, TIMING_COLUMNS, BatchManifest
@@ -223,108 +215,3 @@ class JobBoard:
 def chunk_video_uri(root: str, video_id: str, index: int) -> str:
     """Where the MP4 of low-res chunk ``index`` (the frames it appended) lives."""
     return storage.join(RunStore(root, video_id).work, "chunks", f"{index:05d}.mp4")
-
-
-@serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
-class JobOwner:
-    """The single owner of the jobs' state (see :mod:`infra.jobs`); ``watch`` lets the SSE
-    streams wait for a job's next change instead of polling."""
-
-    def __init__(self, root: str, max_queue: int) -> None:
-        self.changed: dict[str, asyncio.Event] = {}
-        self.board = JobBoard(root, max_queue, on_change=self._wake)
-
-    def _wake(self, video_id: str) -> None:
-        if (event := self.changed.pop(video_id, None)) is not None:
-            event.set()
-
-    # Every method is async: they run one at a time on the replica's event loop, never in threads.
-    async def submit(self, params: dict) -> dict:
-        try:
-            submission = self.board.submit(GenerationRequest(**params, force=True))
-        except QueueFull as full:
-            return {"queue_full": str(full)}
-        return {"job": submission.job, "attempt": submission.attempt}
-
-    async def view(self, video_id: str) -> dict | None:
-        return self.board.view(video_id) if self.board.has(video_id) else None
-
-    async def watch(self, video_id: str, version: int, timeout_s: float) -> dict | None:
-        """The job once its version differs from ``version`` (or after ``timeout_s``)."""
-        if self.board.has(video_id) and self.board.view(video_id)["version"] == version:
-            event = self.changed.setdefault(video_id, asyncio.Event())
-            with suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout_s)
-        return await self.view(video_id)
-
-    async def cancel(self, video_id: str) -> dict:
-        return self.board.cancel(video_id)
-
-    async def start(self, video_id: str, attempt: int, plan: ChunkPlan) -> bool:
-        return self.board.start(video_id, attempt, plan)
-
-    async def chunk_done(self, video_id: str, attempt: int, index: int, timings: dict) -> bool:
-        return self.board.chunk_done(video_id, attempt, index, timings)
-
-    async def should_stop(self, video_id: str, attempt: int) -> bool:
-        return self.board.should_stop(video_id, attempt)
-
-    async def finish(self, video_id: str, attempt: int, outcome: str, error: str | None = None,
-                     timings: dict | None = None, artifacts: dict | None = None) -> None:
-        self.board.finish(video_id, attempt, outcome, error, timings, artifacts)
-
-
-class RequestGuard:
-    """ASGI middleware that runs before FastAPI reads anything: the bearer token (401; the API
-    docs stay public) and the body size (413, by Content-Length and by the bytes that arrive)."""
-
-    PUBLIC = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
-
-    def __init__(self, app, token: str | None, max_body_bytes: int) -> None:
-        self.app = app
-        self.token = token
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = Headers(scope=scope)
-        path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
-        if self.token and path not in self.PUBLIC and not self._authorized(headers.get("authorization", "")):
-            return await JSONResponse({"detail": "missing or invalid bearer token"}, 401,
-                                      {"WWW-Authenticate": "Bearer"})(scope, receive, send)
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body_bytes:
-            return await JSONResponse({"detail": self._too_large()}, 413)(scope, receive, send)
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body_bytes:  # a body sent without Content-Length
-                raise HTTPException(413, self._too_large())
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-    def _authorized(self, authorization: str) -> bool:
-        scheme, _, token = authorization.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.token.encode())
-
-    def _too_large(self) -> str:
-        return f"request body over {self.max_body_bytes} bytes"
-
-
-def file_response(uri: str) -> StreamingResponse:
-    """A stored file (local or s3://) as an HTTP response, read in blocks."""
-    fs, path = storage.filesystem(uri)
-    if not fs.exists(path):
-        raise HTTPException(404, "the file is no longer in storage")
-
-    def blocks():
-        with fs.open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                yield block
-
-    return StreamingResponse(blocks(), media_type="video/mp4", headers={"Content-Length": str(fs.size(path))})

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from models.dtypes import DTYPES
 from models.errors import ConfigError
 from models.presets import REFINE_GEOMETRY, REFINER_PRESETS, get_preset
 from models.tokenizer import tiny_clip_tokenizer
@@ -17,7 +18,6 @@ from models.refinement import RefineConfig
 from models.streaming_t2v import StreamingT2V
 from models.video_ldm import VideoLDM
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 WEIGHTS: tuple[str, ...] = ("trained", "random")
 
 _SHIPPED = {"base_model": "base", "streaming_model": "streaming", "refiner": "refiner"}

@@ -1,8 +1,8 @@
 """Where a run's long videos cut, and how visible their chunk joins are: the per-video figures
-behind the README's toy-world table (which gives means), for the runs of the nightly benchmark
-or of ``generate-batch``::
+behind the means of the toy-world ablation table (:mod:`studies.toyworld_ablations`), for the runs
+of the nightly benchmark or of ``generate-batch``::
 
-    python -m benchmarks.chunk_joins outputs/abl-s22-cond/cam outputs/abl-s22-cond/conc-cond
+    python -m studies.chunk_joins outputs/toyworld-ablations/cam outputs/toyworld-ablations/conc-cond
 
 For each directory (local or s3://) it reads every batch manifest below it and, for each video
 whose low-resolution output exists, prints the frames at which SCuts' detector cuts
@@ -63,7 +63,7 @@ def run_joins(root: str) -> list[VideoJoins]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.chunk_joins", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.chunk_joins", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run or output directories (local or s3://)")
     args = parser.parse_args(argv)
     for root in args.runs:

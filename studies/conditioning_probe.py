@@ -1,8 +1,7 @@
 """How well an extension model (CAM, or the Conc-Cond baseline of App. D.1) carries its
-conditioning frames across a chunk join: the measurements behind the README's diagnosis of the
-toy-world CAM vs Conc-Cond gap, on real toy clips of the held-out prompts::
+conditioning frames across a chunk join, on real toy clips of the held-out prompts::
 
-    python -m benchmarks.conditioning_probe .toyruns/cam-model .toyruns/conc_cond-model
+    python -m studies.conditioning_probe toyworld/weights/ablation/cam toyworld/weights/ablation/conc_cond
 
 Training and inference both make an extension chunk re-cover its F_cond conditioning frames as
 its first F_cond frames (the reference implementation appends only the rest), so a model that
@@ -24,11 +23,11 @@ carries its condition reproduces those frames, and the chunk joins without a jum
   between new frames.
 
 The conditioning frames are the clip after a VAE round trip, as generated frames are. The
-teacher-forced target is, with ``--target reencoded`` (the default, session 10's figures), the
-latents of those frames; with ``--target source``, the latents they were decoded from, which is
-the situation at a chunk join in sampling: the previous chunk's latents are decoded, the new
-chunk is conditioned on those frames (Conc-Cond: re-encoded), and the chunk joins without a jump
-when it re-covers the previous latents themselves. The two differ by one VAE round trip; a model
+teacher-forced target is, with ``--target reencoded`` (the default), the latents of those
+frames; with ``--target source``, the latents they were decoded from, which is the situation at
+a chunk join in sampling: the previous chunk's latents are decoded, the new chunk is conditioned
+on those frames (Conc-Cond: re-encoded), and the chunk joins without a jump when it re-covers the
+previous latents themselves. The two differ by one VAE round trip; a model
 trained with ``--decoded-condition`` learns the source target.
 """
 
@@ -186,7 +185,7 @@ def report(name: str, result: dict, target: str = "reencoded") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.conditioning_probe", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m studies.conditioning_probe", description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help="extension model directories (StreamingT2V or Conc-Cond)")
     p.add_argument("--num-clips", type=int, default=ProbeConfig.num_clips)
     p.add_argument("--guidance", type=float, default=ProbeConfig.guidance)

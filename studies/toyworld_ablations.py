@@ -1,4 +1,4 @@
-"""The toy-world ablation table of the README: CAM vs the Conc-Cond baseline (paper Sec. 5.3,
+"""The toy-world ablation table: CAM vs the Conc-Cond baseline (paper Sec. 5.3,
 App. D.1; the bar: CAM has fewer SCuts), randomized blending vs independent chunks in the
 refiner (Sec. 4.3, Fig. 6; the bar: randomized blending has a lower std of the flow magnitude),
 and the shipped model's own low-resolution videos (the toy model's bar: no hard cuts).
@@ -7,11 +7,10 @@ Each row is one run of the nightly-benchmark flow (the generate-batch path plus 
 metrics) on the held-out toy prompts, so every figure is from a real run and lands in the same
 versioned history as the nightly runs::
 
-    python -m benchmarks.toyworld_ablations --cam-model .toyruns/cam-model \\
-        --conc-cond-model .toyruns/conc_cond-model --num-frames 240 --steps 50 \\
-        --pools benchmarks/toyworld_pools.yaml
+    python -m studies.toyworld_ablations --num-frames 240 --steps 50 --pools studies/toyworld_pools.yaml
 
-The conditioning rows default to the stage-1 models shipped under ``toyworld/weights/ablation``.
+The conditioning rows default to the stage-1 models shipped under ``toyworld/weights/ablation``
+(``--cam-model`` and ``--conc-cond-model`` take others).
 
 CAM and Conc-Cond are compared without APM (Conc-Cond has none; CAM stage 1 is the model trained
 with the same budget) and without refinement (the conditioning is what differs); the blending
@@ -47,8 +46,8 @@ model's low-resolution videos (one row)."""
 ROWS = {"cam": "conditioning", "conc-cond": "conditioning", "randomized": "blending", "independent": "blending",
         "shipped": "shipped"}
 """Each row's key (its run directory under the output URI) and its comparison. One row can run
-alone (`--rows`), e.g. CAM's while Conc-Cond is still training: each row is its own seeded run,
-so its figures do not depend on which other rows run in the same call."""
+alone (`--rows`): each row is its own seeded run, so its figures do not depend on which other
+rows run in the same call."""
 
 MODEL_OF_ROW = {"cam": "cam_model", "conc-cond": "conc_cond_model"}
 """The conditioning rows' model fields."""
@@ -183,7 +182,7 @@ def tracking_means(manifest_uri: str) -> dict[str, float | None]:
 
 
 def markdown(rows: list[dict], config: AblationConfig) -> str:
-    """The README table, with the settings that produced it."""
+    """The ablation table in markdown, with the settings that produced it."""
     head = ("| variant | SCuts | flow-magnitude std | MAWE | OFS | object presence | speed along caption (widths/s) "
             "| windows moving the captioned way | videos | paper's direction |\n"
             "|---|---|---|---|---|---|---|---|---|---|\n")
@@ -197,7 +196,7 @@ def markdown(rows: list[dict], config: AblationConfig) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.toyworld_ablations", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m studies.toyworld_ablations", description=__doc__.split("\n\n")[0])
     for stage in ("cam", "conc_cond"):
         shipped = ablation_model(f"ablation/{stage}")
         p.add_argument(f"--{stage.replace('_', '-')}-model", default=str(shipped) if shipped else None,
@@ -205,8 +204,8 @@ def _parser() -> argparse.ArgumentParser:
                             f"(default: the shipped toyworld/weights/ablation/{stage}, if any)")
     p.add_argument("--only", choices=COMPARISONS, default=None, help="run one comparison's rows (default: all)")
     p.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=None,
-                   help="run only these rows (within --only's comparison), e.g. `--rows cam` while Conc-Cond "
-                        "is still training; a row's figures do not depend on the other rows of the call")
+                   help="run only these rows (within --only's comparison), e.g. `--rows cam`; a row's figures "
+                        "do not depend on the other rows of the call")
     p.add_argument("--resume", action="store_true",
                    help="each row continues its unfinished run under --out (one a crash or a cancel stopped): "
                         "finished videos are kept, the others resume from their last finished chunk")

@@ -12,6 +12,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+LIVE_FIXTURES = ("s3_server", "ray_local", "prefect_harness")
+"""Fixtures that start live services: a test that uses one (directly or through another fixture)
+must be marked ``integration``, so that ``pytest -m "not integration"`` stays a fast unit subset."""
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [item.nodeid for item in items if item.get_closest_marker("integration") is None
+                and any(name in LIVE_FIXTURES for name in getattr(item, "fixturenames", ()))]
+    if unmarked:
+        raise pytest.UsageError("tests that start live services need @pytest.mark.integration:\n"
+                                + "\n".join(unmarked))
+
+
 @pytest.fixture(scope="session")
 def tiny_streaming():
     from models.streaming_t2v import StreamingT2V
@@ -89,7 +102,7 @@ def s3_bucket(s3_server):
     fs.rm(name, recursive=True)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration)])
 def storage_root(request, tmp_path):
     """An empty output root, once as a local directory and once as a fresh S3 bucket."""
     return str(tmp_path) if request.param == "local" else request.getfixturevalue("s3_bucket")

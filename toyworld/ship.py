@@ -6,8 +6,8 @@ float16, which halves the repository's weight files. Every loader casts them bac
 weights), so a shipped model computes with the float16-rounded values of the trained ones.
 Everything else (configs, tokenizer, ``training.json`` with the loss curve) is copied as is::
 
-    python -m toyworld.ship .toyruns/cam_apm-model streaming
-    python -m toyworld.ship .toyruns/conc_cond-model ablation/conc_cond   # an ablation row's model
+    python -m toyworld.ship runs/cam_apm-model streaming
+    python -m toyworld.ship runs/conc_cond-model ablation/conc_cond   # an ablation row's model
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from models.dtypes import DTYPES
 from models.errors import ConfigError, require
-from stages.sources import DTYPES
 from toyworld.weights import ABLATION_MODELS, MODELS, WEIGHTS_DIR
 
 SHIP_DTYPES = {name: DTYPES[name] for name in ("float16", "float32")}

@@ -1,16 +1,13 @@
 """The performance harness: FLOP counts, switch equivalence, one real row on the tiny preset,
-the Parquet history, the CLI's input checks and the real-size FLOPs on the meta device."""
+the Parquet history and the real-size FLOPs on the meta device (its CLI: tests/flows/test_bench.py)."""
 
 from __future__ import annotations
-
-import json
-from dataclasses import replace
 
 import pytest
 import torch
 
 from benchmarks import hardware
-from benchmarks.pipeline import BenchConfig, Harness, append_history, bench_main, run
+from benchmarks.pipeline import BenchConfig, Harness, append_history, run
 from benchmarks.steps import Switches, count_flops, extend_step, meta_step_flops
 from models.errors import ConfigError
 from models.guidance import GuidanceWeights
@@ -52,6 +49,7 @@ def test_three_way_guidance_costs_a_third_branch():
     assert three == pytest.approx(1.5 * two, rel=0.02)
 
 
+@pytest.mark.integration  # the whole harness, a whole video end to end included
 def test_a_tiny_run_measures_every_stage_end_to_end(tmp_path):
     config = BenchConfig(repeats=1, num_frames=24, num_inference_steps=2, refine_steps=25,
                          history=str(tmp_path / "h.parquet"))
@@ -78,6 +76,7 @@ def test_the_step_flops_do_not_depend_on_the_device():
         assert harness.step(stage, Switches()).flops == on_meta[stage]
 
 
+@pytest.mark.integration  # the whole `streamingt2v bench --flops-only` count at the paper's sizes
 def test_real_size_step_flops_on_the_meta_device():
     flops = meta_step_flops("modelscope")
     # One guided step at 256x256x16 is several TFLOP; refine at the 1280x720 canvas, 24 frames, more.
@@ -85,17 +84,9 @@ def test_real_size_step_flops_on_the_meta_device():
     assert flops["econd"] < 0.05 * flops["extend"]  # what reusing E_cond saves per step, at most
 
 
-def test_the_cli_appends_a_row_and_refuses_bad_input(tmp_path, capsys):
-    history = str(tmp_path / "bench" / "history.parquet")
-    assert bench_main(["--stages", "init", "--repeats", "1", "--num-frames", "0", "--history", history]) == 0
-    row = json.loads(capsys.readouterr().out)
-    assert row["init_step_s"] > 0 and "extend_step_s" not in row
-    assert bench_main(["--repeats", "0", "--history", history]) == 2
-    assert "repeats=0" in capsys.readouterr().err
-    assert bench_main(["--stages", "init,decode", "--history", history]) == 2
-    assert "stages" in capsys.readouterr().err
-    with pytest.raises(ConfigError) as err:
-        BenchConfig(orchestration=True, preset="modelscope", weights="random")
+def test_the_orchestration_figures_need_the_flows_layer():
+    with pytest.raises(ConfigError) as err:  # measuring them runs a flow: flows.bench passes the measurement
+        run(BenchConfig(orchestration=True, stages=("init",), num_frames=0))
     assert err.value.field == "orchestration"
 
 

@@ -66,6 +66,7 @@ def test_unwritable_out_dir(tmp_path, capsys):
     assert "out=" in capsys.readouterr().err and blocker.read_text() == "not a directory"
 
 
+@pytest.mark.integration
 def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_video(tmp_path):
     args = ["A knight riding on a horse through the countryside.", "--num-frames", "48", "--seed", "11", *FAST]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -98,6 +99,7 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_video(tmp_path):
         assert len(read_video(str(new_video))) == 48
 
 
+@pytest.mark.integration  # a whole `streamingt2v generate` run
 def test_condition_replacement_reaches_the_request_and_its_id(tmp_path):
     from models.request import GenerationRequest
 

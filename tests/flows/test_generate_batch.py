@@ -10,6 +10,8 @@ import pytest
 from infra.manifest import BatchManifest
 from infra.video_io import read_video
 
+pytestmark = pytest.mark.integration
+
 PROMPTS = ["A camel resting on the snow field.", "Men walking in the rain.", "A squirrel on a table full of big nuts."]
 FAST = dict(num_inference_steps=2, refine_steps=5)
 

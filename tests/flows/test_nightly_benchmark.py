@@ -34,6 +34,7 @@ def _latest_markdown() -> str:
     return asyncio.run(read())[0].data
 
 
+@pytest.mark.integration
 def test_two_nights_fill_the_manifest_append_the_history_and_compare(prefect_harness, ray_local, tmp_path):
     from flows.nightly_benchmark import nightly_benchmark
 
@@ -87,6 +88,7 @@ def test_two_nights_fill_the_manifest_append_the_history_and_compare(prefect_har
     assert table.column("kind").to_pylist().count("video") == 4 and len(history.summaries(table)) == 2
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("params,field", [
     (dict(cam_variant="concat-baseline"), "cam_variant"),
     (dict(cam_variant="conc-cond", apm=False), "streaming_model"),

@@ -106,6 +106,7 @@ def frames_of(client: httpx.Client, url: str, tmp_path, name: str) -> int:
     return read_video(str(path)).shape[0]
 
 
+@pytest.mark.integration
 def test_submit_stream_then_fetch(client, tmp_path):
     job = submit(client, num_frames=40, seed=1, **TINY)
     assert set(job) == {"id", "status", "status_url", "stream_url", "video_url"}
@@ -128,6 +129,7 @@ def test_submit_stream_then_fetch(client, tmp_path):
     assert client.get(job["status_url"]).json()["attempts"] == 1
 
 
+@pytest.mark.integration
 def test_bounded_queue_accepts_at_most_max_queue_and_loses_none(client):
     blocker = submit(client, "A blocker.", **LONG)  # occupies the only generation replica
     assert next(events(client, blocker["id"]))[0] == "chunk"
@@ -151,6 +153,7 @@ def test_bounded_queue_accepts_at_most_max_queue_and_loses_none(client):
     assert finish(client, retried["id"])[0] == "done"
 
 
+@pytest.mark.integration
 def test_cancel_stops_a_running_job_and_frees_the_replica(client):
     job = submit(client, "A gorilla eats a banana in Central Park.", **LONG)
     stream = events(client, job["id"])
@@ -189,6 +192,7 @@ BAD_BODIES = [
 ]
 
 
+@pytest.mark.integration
 def test_malformed_requests_get_the_right_4xx_and_the_service_keeps_serving(client):
     for body, code, name in BAD_BODIES:
         content = body if isinstance(body, str) else json.dumps(body)
@@ -217,6 +221,7 @@ def test_malformed_requests_get_the_right_4xx_and_the_service_keeps_serving(clie
     assert finish(client, job["id"])[0] == "done"
 
 
+@pytest.mark.integration
 def test_restart_answers_for_finished_jobs_and_fails_interrupted_ones(service, client, tmp_path):
     from ray import serve
 
@@ -242,6 +247,7 @@ def test_restart_answers_for_finished_jobs_and_fails_interrupted_ones(service, c
         assert finish(restarted, running["id"])[0] == "cancelled"
 
 
+@pytest.mark.integration
 def test_bearer_token(service):
     with httpx.Client(base_url=f"http://127.0.0.1:{service.port}", trust_env=False, timeout=60) as anonymous:
         body = {"prompt": "A cat on a sofa.", **QUICK}

@@ -59,6 +59,7 @@ def test_csv_with_only_a_prompt_column_and_a_byte_order_mark(tmp_path):
     assert load_prompts(path) == [{"prompt": "a cat"}, {"prompt": "a dog"}]
 
 
+@pytest.mark.integration
 def test_missing_files_name_the_source(s3_bucket, tmp_path):
     for uri in (str(tmp_path / "nope.csv"), f"{s3_bucket}/nope.jsonl"):
         with pytest.raises(ConfigError, match=rf"^prompts='{uri}': must be an existing file"):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 import torch
 
 from infra import storage
 from infra.run_store import RunStore
 
 
+@pytest.mark.integration
 def test_s3fs_uses_the_local_endpoint(s3_server, s3_bucket):
     fs, _ = storage.filesystem(storage.join(s3_bucket, "x"))
     assert os.environ["AWS_ENDPOINT_URL"] == s3_server

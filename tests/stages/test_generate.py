@@ -11,9 +11,10 @@ from stages.extend import generate_low_res
 from stages.generate import generate_video
 from models.request import GenerationRequest
 
-FAST = dict(num_inference_steps=2, refine_steps=5)
+FAST = dict(num_inference_steps=1, refine_steps=5)
 
 
+@pytest.mark.integration  # a whole video end to end: init, extend, refine, MP4s
 @pytest.mark.parametrize("n", [48, 57])
 def test_video_has_exactly_the_requested_frames_at_the_right_size(tiny_stages, tmp_path, n):
     request = GenerationRequest("A squirrel on a table full of big nuts.", num_frames=n, seed=1, **FAST)

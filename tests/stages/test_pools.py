@@ -53,6 +53,7 @@ def local_pools(ray_local):
     pools.shutdown()
 
 
+@pytest.mark.integration
 def test_batch_streams_through_the_pools_and_contains_a_storage_error(local_pools, tmp_path):
     prompts = ["A camel resting on the snow field.", "Men walking in the rain.", "A squirrel in Antarctica."]
     jobs = _jobs(tmp_path, prompts, num_frames=24)
@@ -73,6 +74,7 @@ def test_batch_streams_through_the_pools_and_contains_a_storage_error(local_pool
     assert start_init_3 < end_refine_1
 
 
+@pytest.mark.integration
 def test_a_killed_extend_actor_is_restarted_and_the_video_completes_identically(local_pools, tmp_path):
     sources = ModelSources()
     (reference,) = _jobs(tmp_path / "reference", ["A knight riding on a horse."], num_frames=48, refine=False)

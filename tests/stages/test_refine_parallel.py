@@ -17,6 +17,8 @@ from models.request import GenerationRequest
 from stages.sources import ModelSources
 from stages.workers import RefineWorker, VideoJob
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 FAST = dict(num_inference_steps=2, refine_steps=2)  # SDEdit steps t = 600, 100
 

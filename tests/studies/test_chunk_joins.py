@@ -3,7 +3,7 @@ autoregressive chunk joins (a rendered toy clip with frames skipped there)."""
 
 from __future__ import annotations
 
-from benchmarks.chunk_joins import main, run_joins
+from studies.chunk_joins import main, run_joins
 from infra import storage
 from infra.manifest import BatchManifest
 from infra.video_io import write_mp4

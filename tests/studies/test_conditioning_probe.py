@@ -1,5 +1,5 @@
-"""The conditioning probe on tiny random models: real measurements with the shape the README
-quotes, and the paper's zero-initialisation seen through it (an untrained CAM or Conc-Cond input
+"""The conditioning probe on tiny random models: real measurements of every figure it reports,
+and the paper's zero-initialisation seen through it (an untrained CAM or Conc-Cond input
 ignores its condition, so own, other and no conditioning frames give the same prediction)."""
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from benchmarks.conditioning_probe import CONDITIONS, ProbeConfig, main, probe, probe_clips, teacher_forced
 from models.errors import ConfigError
 from models.streaming_t2v import StreamingT2V
+from studies.conditioning_probe import CONDITIONS, ProbeConfig, main, probe, probe_clips, teacher_forced
 
 CONFIG = ProbeConfig(num_clips=2, timesteps=(500, 950), cfg_weights=(1.0, 7.5), steps=2)
 
 
+@pytest.mark.integration  # the whole probe
 @pytest.mark.parametrize("fixture", ["tiny_cam_dir", "tiny_conc_cond_dir"])
 def test_untrained_condition_paths_are_ignored_and_every_figure_is_measured(request, fixture):
     model = StreamingT2V.from_pretrained(request.getfixturevalue(fixture))

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.toyworld_ablations import METRICS, TRACKING, AblationConfig, _parser, main, markdown, resumed_run, run, tracking_means
 from models.errors import ConfigError
+from studies.toyworld_ablations import METRICS, TRACKING, AblationConfig, _parser, main, markdown, resumed_run, run, tracking_means
 
 
+@pytest.mark.integration
 def test_each_ablation_is_a_finished_nightly_run_with_its_metrics(prefect_harness, ray_local, tmp_path,
                                                                     tiny_cam_dir, tiny_conc_cond_dir):
     config = AblationConfig(tiny_cam_dir, tiny_conc_cond_dir, num_prompts=1, num_frames=24, steps=2,
