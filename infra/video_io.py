@@ -40,8 +40,8 @@ def write_mp4(frames: np.ndarray, uri: str, fps: int = 10, crf: int = 18) -> Non
     """Encode (N, H, W, 3) uint8 frames as H.264 (yuv420p) at ``fps``; even sizes are required.
 
     The same frames give the same file on any node, so that a resumed or re-run video is
-    byte-identical to an uninterrupted one. Measured before this was pinned: at 80x80 and 96x64
-    the same frames encoded to different bytes from one call to the next, because libx264 read
+    byte-identical to an uninterrupted one. Without care, at widths such as 80 and 96 the same
+    frames encode to different bytes from one call to the next, because libx264 reads
     uninitialised row padding. So the picture is widened to a multiple of :data:`ROW_ALIGN` by
     repeating its last column, and the H.264 stream crops it back (SPS cropping, ``crop-rect``):
     decoders show exactly W x H. 720p (1280 wide) needs no widening.

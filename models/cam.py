@@ -19,18 +19,15 @@ unordered set. :attr:`CAMConfig.frame_distance_bias` adds an ALiBi-style bias (P
 2022) to its logits, -s_h |j - i| per head h for query frame j and key frame i (the conditioning
 frames are the chunk's first F_cond frames, which the chunk re-covers), with learned slopes s_h
 starting at 1, 1/2, 1/4, ... P_out still starts at zero, so CAM with the bias still leaves the
-base model unchanged at initialisation. Without it, a CAM trained on a small budget re-covers
-the time average of its conditioning frames instead of each one (measured on the toy world: the
-object stands still over the re-covered frames and jumps back at every chunk join).
+base model unchanged at initialisation. The bias lets each re-covered frame attend most to its
+own conditioning frame rather than to all of them alike.
 
 The control branch is a copy of the UNet encoder, cross-attention included, and in the paper it
 reads the prompt like the main branch. With :attr:`CAMConfig.control_text` ``"empty"`` it reads
 the text encoder's encoding of the empty prompt instead, in every guidance branch: what it
 hands the skip connections then depends on the frames and x_t only, so classifier-free guidance
-(Eq. 13) cannot amplify a text/null difference in the re-covered frames. (Measured on the toy
-world: the paper's text-reading branch differs between the guidance branches on the frames it
-re-covers, and guidance 7.5 multiplies that difference into a jump at every chunk join.) The
-empty-prompt encoding is a non-persistent buffer that :class:`~models.streaming_t2v.StreamingT2V`
+(Eq. 13) cannot amplify a text/null difference in the re-covered frames. The empty-prompt
+encoding is a non-persistent buffer that :class:`~models.streaming_t2v.StreamingT2V`
 sets from its frozen text encoder (:meth:`ConditionalAttentionModule.set_empty_text`).
 """
 

@@ -5,8 +5,8 @@ Real presets load a released CLIP (ModelScope's is OpenCLIP ViT-H-14, whose text
 the Video-LDM's text encoder). The toy world has no released CLIP, so ``streamingt2v train
 --stage clip`` trains one contrastively on toy frames and their captions (Radford et al. 2021);
 its image tower is what a StreamingT2V model built with ``--image-encoder`` embeds anchors with.
-A tower with random weights (what a preset without weights gets) maps every toy frame to nearly
-the same embedding, and APM then has no anchor to preserve.
+A tower with random weights (what a preset without weights gets) barely tells frames apart, so
+APM then has no anchor to preserve (docs/toyworld.md).
 """
 
 from __future__ import annotations

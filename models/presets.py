@@ -4,8 +4,8 @@
   block widths 320/640/1280/1280, cross-attention 1024, SD VAE, OpenCLIP ViT-H text tower),
   OpenCLIP ViT-H/14 image tower for APM (embedding 1024), CAM token dims 320/640/1280.
 * ``tiny``: the same architecture shrunk for CPU tests and the embedded default (latent 16x16x4
-  at 64x64 pixels: a x4 VAE, UNet widths 32/64; a 3-branch guided step on 16 frames takes about
-  0.35 s on 2 cores). Its trained weights are the toy-world model (toyworld/, training/).
+  at 64x64 pixels: a x4 VAE, UNet widths 32/64). Its trained weights are the toy-world model
+  (toyworld/, training/).
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ TINY = ModelPreset(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
         patch_size=8, projection_dim=24, hidden_act="gelu",
     ),
-    # The toy-world CAM orders its conditioning frames with the distance bias (models/cam.py): at
-    # a CPU training budget, Eq. 4 alone re-covers their time average.
+    # The toy-world CAM orders its conditioning frames with the distance bias (models/cam.py):
+    # Eq. 4's attention alone sees them as an unordered set (docs/toyworld.md).
     cam=CAMConfig(cond_frames=8, frame_encoder_channels=(8, 16, 32), attention_head_dim=8, frame_distance_bias=True),
     apm=APMConfig(image_embed_dim=24, hidden_dim=40, num_image_tokens=16, token_dim=32),
     video=VideoConfig(height=64, width=64, frames_per_chunk=16),

@@ -1,7 +1,7 @@
 """Does a generated toy-world video keep its object and move it as captioned?
 
-The toy model's bar (issue 7) is long videos that keep their objects, move continuously and show
-no hard cuts. SCuts measure the cuts; this module measures the other two from the caption alone:
+A good long toy video keeps its object, moves it continuously and shows no hard cuts. SCuts
+measure the cuts; this module measures the other two from the caption alone:
 the captioned object is the set of pixels near its colour (:data:`toyworld.scenes.COLOURS`), its
 position is their centroid, taken as a circular mean because the toy world wraps around (an
 object leaving on the right comes back on the left), and its motion is the centroid's step from

@@ -1,12 +1,10 @@
 """A CLIP tokenizer whose BPE merges make every word of the toy world's captions one token.
 
 The ``tiny`` preset's tokenizer is byte level with no merges (models/tokenizer.py): "left" is four
-tokens, "right" five. Its text encoder (2 layers, width 32), trained from scratch with the toy
-base, learnt the colour word and little else: the shipped base moves its objects with no regard
-for the captioned direction, and its text embeddings of "... moving left ..." and "... moving
-right ..." differ by 5% of their norm, against 30% for "red" and "blue" (measured in session 10,
-issue 7). BPE merges learnt from the toy captions, the way CLIP's were learnt from its corpus, give
-each caption word its own token and embedding. Any other prompt still tokenizes, byte by byte
+tokens, "right" five, so a small text encoder trained from scratch has to learn each word from
+a sequence of bytes (docs/toyworld.md has what the toy base learnt). BPE merges learnt from the
+toy captions, the way CLIP's were learnt from its corpus, give each caption word its own token
+and embedding. Any other prompt still tokenizes, byte by byte
 where no merge applies.
 """
 

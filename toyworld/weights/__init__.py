@@ -6,8 +6,8 @@ loadable model directory (safetensors) produced by the project's own training co
 beside this file gives the exact commands, seed and training curves.
 
 ``ablation/cam`` and ``ablation/conc_cond``, where shipped, are the two stage-1 models of the
-README's CAM vs Conc-Cond rows (App. D.1), trained with the same budget from ``base``; they are
-not used for generation, only by ``benchmarks.toyworld_ablations``.
+CAM vs Conc-Cond rows of docs/toyworld.md (App. D.1), trained with the same budget from ``base``; they are
+not used for generation, only by ``studies.toyworld_ablations``.
 """
 
 from __future__ import annotations
