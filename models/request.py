@@ -18,9 +18,12 @@ MAX_FRAMES = 4800  # without --force: 8 minutes at 10 FPS (the paper shows up to
 MAX_FPS = 120
 
 
-# Parameters added after ids were first handed out: they enter a request's id only when set away
-# from these defaults, so every earlier request (and its manifest row and outputs) keeps its id.
-ID_OPTIONAL: dict[str, object] = {"condition_replacement": False}
+# The parameters of the first ids. Every parameter added since enters a request's id only when set
+# away from its default, so every earlier request (and its manifest row and outputs) keeps its id,
+# and a new parameter needs no entry here.
+FIRST_ID_PARAMETERS = ("prompt", "num_frames", "seed", "negative_prompt", "guidance_text", "guidance_anchor",
+                       "num_inference_steps", "refine", "blend", "refine_steps", "refine_guidance", "anchor_frame",
+                       "apm", "fps", "preset")
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,8 @@ class GenerationRequest:
         """Stable id of the request: the same command maps to the same id, which is what lets a
         re-run find and resume its earlier work."""
         params = self.params()
-        for name, default in ID_OPTIONAL.items():  # later additions: old requests keep their ids
-            if params[name] == default:
+        for name in [n for n in params if n not in FIRST_ID_PARAMETERS]:  # later additions, at their defaults
+            if params[name] == PARAM_DEFAULTS[name]:
                 del params[name]
         canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -6,7 +6,7 @@ import pytest
 
 from models.errors import ConfigError
 from models.tokenizer import tiny_clip_tokenizer
-from models.request import PARAM_DEFAULTS, GenerationRequest
+from models.request import FIRST_ID_PARAMETERS, PARAM_DEFAULTS, GenerationRequest
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -52,6 +52,7 @@ def test_a_parameter_added_later_leaves_earlier_ids_alone():
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert request.video_id == digest
     assert GenerationRequest("a camel", seed=3, condition_replacement=True).video_id != digest
+    assert set(FIRST_ID_PARAMETERS) < {"prompt", *PARAM_DEFAULTS}  # a new field is id-optional without an edit
 
 
 def test_param_defaults_are_the_request_defaults():
