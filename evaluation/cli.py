@@ -2,7 +2,7 @@
 
     streamingt2v evaluate VIDEO_OR_MANIFEST [--prompt P] [--clip-model DIR] [--aesthetic-mlp FILE]
                           [--aesthetic-clip-model DIR] [--face-detector FILE] [--face-recognizer FILE]
-                          [--raft-weights FILE] [--flow-size 720] [--json]
+                          [--flow-estimator dis-lk|farneback] [--raft-weights FILE] [--flow-size 720] [--json]
 
 A ``.parquet`` argument is a manifest: its ``video_uri`` and ``prompt`` columns are read and every
 row's video is evaluated. Prints a table, one row per video and one column per metric ("missing"
@@ -24,6 +24,7 @@ from models.errors import ConfigError, require
 EXIT_BAD_INPUT = 2
 MANIFEST_COLUMNS = ("video_uri", "prompt")
 FLOW_SIZES = (16, 4096)
+FLOW_METHODS = ("dis-lk", "farneback")  # RAFT is chosen by giving its weights
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--aesthetic-clip-model", help="CLIP directory for the aesthetic MLP (default: --clip-model)")
     parser.add_argument("--face-detector", help="OpenCV YuNet face detector .onnx (re-id)")
     parser.add_argument("--face-recognizer", help="OpenCV SFace face recognizer .onnx (re-id)")
-    parser.add_argument("--raft-weights", help="torchvision RAFT-large state dict (default flow: Farneback)")
+    parser.add_argument("--flow-estimator", default="dis-lk",
+                        help="dis-lk (validated on videos with known motion, docs/metrics.md) | farneback")
+    parser.add_argument("--raft-weights", help="torchvision RAFT-large state dict: RAFT flow instead")
     parser.add_argument("--flow-size", type=int, default=720,
                         help="frames are resized to SIZE x SIZE for flow (paper: 720)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -86,6 +89,8 @@ def evaluate_main(argv: list[str]) -> int:
     """Entry point of ``streamingt2v evaluate``; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        require(args.flow_estimator in FLOW_METHODS, "flow_estimator", args.flow_estimator,
+                f"one of {list(FLOW_METHODS)} (or give --raft-weights)")
         require(FLOW_SIZES[0] <= args.flow_size <= FLOW_SIZES[1], "flow_size", args.flow_size,
                 f"an integer in [{FLOW_SIZES[0]}, {FLOW_SIZES[1]}]")
         for option in ("clip_model", "aesthetic_mlp", "aesthetic_clip_model", "face_detector",
@@ -98,12 +103,14 @@ def evaluate_main(argv: list[str]) -> int:
     models = ModelPaths(clip=args.clip_model, aesthetic_clip=args.aesthetic_clip_model,
                         aesthetic_mlp=args.aesthetic_mlp, face_detector=args.face_detector,
                         face_recognizer=args.face_recognizer)
-    flow = FlowConfig(size=(args.flow_size, args.flow_size), raft_weights=args.raft_weights)
+    flow = FlowConfig(size=(args.flow_size, args.flow_size), raft_weights=args.raft_weights,
+                      method=args.flow_estimator)
     results = [{"video": uri, "prompt": prompt, **evaluate_video(uri, prompt, models, flow)} for uri, prompt in jobs]
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     print(format_table(results))
+    print(f"flow: {flow.name} at {args.flow_size}x{args.flow_size}", file=sys.stderr)
     reasons = {(name, reason) for r in results for name, reason in r["missing"].items()}
     for name, reason in sorted(reasons):
         print(f"missing {name}: {reason}", file=sys.stderr)

@@ -4,8 +4,8 @@ Every run adds one row per video (``kind='video'``: its prompt, status, the pape
 Sec. 5.2 / App. D.3 and the generation timings from the batch manifest) and one summary row
 (``kind='summary'``: per-metric and per-timing means over the run's finished videos, and the
 counts). Each row carries the run's settings (prompt set, every request parameter such as the
-preset, steps, guidance weights, the refinement blend of App. D.3 and APM on/off, the CAM variant
-and the flow size), so runs with the same settings can be compared
+preset, steps, guidance weights, the refinement blend of App. D.3 and APM on/off, the CAM variant,
+the flow size and the flow estimator), so runs with the same settings can be compared
 night over night.
 
 Appending reads the table, adds the run's rows and rewrites the whole file atomically through
@@ -43,13 +43,16 @@ _TIMESTAMP = pa.timestamp("us", tz="UTC")
 # variant and the flow size.
 SETTINGS: dict[str, pa.DataType] = {
     "prompt_set": pa.string(), **{name: type_ for name, type_ in REQUEST_TYPES.items() if name != "prompt"},
-    "cam_variant": pa.string(), "flow_size": pa.int64(),
+    "cam_variant": pa.string(), "flow_size": pa.int64(), "flow_estimator": pa.string(),
 }
 # The settings of the first histories. Every setting added since (condition_replacement, the
 # guidance weights, the seed, ...) is filled in for their rows with the request default they ran with.
 FIRST_SETTINGS = ("prompt_set", "preset", "num_frames", "num_inference_steps", "refine", "refine_steps", "blend",
                   "apm", "cam_variant", "flow_size")
-SETTING_DEFAULTS: dict[str, object] = {name: PARAM_DEFAULTS[name] for name in SETTINGS if name not in FIRST_SETTINGS}
+SETTING_DEFAULTS: dict[str, object] = {
+    **{name: PARAM_DEFAULTS[name] for name in SETTINGS if name in PARAM_DEFAULTS and name not in FIRST_SETTINGS},
+    "flow_estimator": "farneback",  # the flow of every row written before the estimator was recorded
+}
 RUN_COLUMNS = ("run_id", "run_started_at", *SETTINGS)
 VIDEO_COLUMNS = ("video_id", "prompt", "status")  # null on summary rows
 COUNT_COLUMNS = ("videos", "failed")  # summary rows: finished and failed videos of the run; null on video rows

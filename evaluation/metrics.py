@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from evaluation.flow import ESTIMATORS, FlowEstimator, FlowUnavailable
+from evaluation.flow import estimator as flow_estimator
 from models.errors import require
-
-FlowEstimator = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""(source, target) RGB uint8 frames -> (H, W, 2) float32 flow (dx, dy) in pixels, source -> target."""
 
 METRIC_NAMES = ("scuts", "ofs", "warp_error", "mawe", "mawe_reference", "flow_magnitude_std",
                 "clip_score", "aesthetic_score", "reid_score")
@@ -99,57 +98,35 @@ def join_change_ratio(frames: np.ndarray, joins: Sequence[int]) -> float:
 
 # --- optical flow --------------------------------------------------------------------------------
 
-def farneback_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Dense flow source -> target on grayscale with OpenCV's Farneback at the defaults of
-    ``cv2.FarnebackOpticalFlow_create()`` (5 levels, scale 0.5, window 13, 10 iterations, poly_n 5,
-    sigma 1.1). Needs no weights; the paper's reference code uses RAFT instead (:func:`raft_flow`)."""
-    gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in (source, target)]
-    return cv2.FarnebackOpticalFlow_create().calc(gray[0], gray[1], None)
-
-
-def raft_flow(weights: str) -> FlowEstimator:
-    """torchvision's RAFT-large (the flow of the paper's reference MAWE script) from a local state dict.
-
-    Raises :class:`MetricUnavailable` when the file is absent or torchvision is not installed.
-    """
-    if not Path(weights).is_file():
-        raise MetricUnavailable(f"weights not found at {weights}")
-    try:
-        from torchvision.models.optical_flow import raft_large
-    except ImportError as exc:
-        raise MetricUnavailable("RAFT flow needs torchvision, which is not installed "
-                                "(install it, or give no RAFT weights to use Farneback)") from exc
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = raft_large(weights=None, progress=False)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    model = model.to(device).eval()
-
-    @torch.no_grad()
-    def estimate(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-        if source.shape[0] % 8 or source.shape[1] % 8:
-            raise ValueError(f"frame size {source.shape[1]}x{source.shape[0]}: RAFT needs multiples of 8")
-        # Raft_Large_Weights.transforms(): [0, 255] -> [-1, 1]
-        a, b = (torch.from_numpy(f).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
-                for f in (source, target))
-        return model(a, b)[-1][0].permute(1, 2, 0).cpu().numpy()
-
-    return estimate
-
-
 @dataclass(frozen=True)
 class FlowConfig:
     """How optical flow is computed for OFS, W, MAWE and the flow-magnitude std.
 
     size: (width, height) every frame is resized to (bilinear) before flow; the paper computes its
         flow metrics at 720x720. Magnitudes are in pixels of this size.
-    raft_weights: a local torchvision RAFT-large state dict; None uses :func:`farneback_flow`.
+    method: ``dis-lk`` (:class:`evaluation.flow.DISLucasKanade`, validated on videos with known
+        motion) or ``farneback`` (for comparison with rows measured by it); ``raft`` whenever
+        ``raft_weights`` is given.
+    raft_weights: a local torchvision RAFT-large state dict (the paper's reference script's flow).
     """
 
     size: tuple[int, int] = (720, 720)
     raft_weights: str | None = None
+    method: str = "dis-lk"
+
+    def __post_init__(self) -> None:
+        require(self.method in ESTIMATORS, "flow_estimator", self.method, f"one of {list(ESTIMATORS)}")
+
+    @property
+    def name(self) -> str:
+        """The estimator that produces the flow (recorded beside the metrics it gives)."""
+        return "raft" if self.raft_weights is not None else self.method
 
     def estimator(self) -> FlowEstimator:
-        return farneback_flow if self.raft_weights is None else raft_flow(self.raft_weights)
+        try:
+            return flow_estimator(self.name, self.raft_weights)
+        except FlowUnavailable as exc:
+            raise MetricUnavailable(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -466,7 +443,8 @@ def evaluate_video(video: str | Path | np.ndarray, prompt: str | None = None,
                    models: ModelPaths = ModelPaths(), flow: FlowConfig = FlowConfig()) -> dict:
     """All metrics of one video (a file/URI or an (N, H, W, 3) uint8 array), flow computed once.
 
-    Returns ``{"metrics": {name: value or None for name in METRIC_NAMES}, "missing": {name: reason}}``.
+    Returns ``{"metrics": {name: value or None for name in METRIC_NAMES}, "missing": {name: reason},
+    "flow_estimator": the flow method behind OFS, W, MAWE and the flow-magnitude std}``.
     """
     if isinstance(video, np.ndarray):
         frames = check_frames(video)
@@ -496,4 +474,4 @@ def evaluate_video(video: str | Path | np.ndarray, prompt: str | None = None,
             metrics[name] = compute[name]()
         except MetricUnavailable as reason:
             metrics[name], missing[name] = None, str(reason)
-    return {"metrics": metrics, "missing": missing}
+    return {"metrics": metrics, "missing": missing, "flow_estimator": flow.name}

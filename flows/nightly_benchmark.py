@@ -32,7 +32,7 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from evaluation import history, plots
-from evaluation.cli import FLOW_SIZES
+from evaluation.cli import FLOW_METHODS, FLOW_SIZES
 from evaluation.metrics import METRIC_NAMES, FlowConfig, ModelPaths, evaluate_video
 from evaluation.prompt_sets import PROMPT_SETS
 from flows.generate_batch import (BATCH_EXCLUDED, MANIFEST_NAME, build_requests, commit_manifest, open_manifest,
@@ -220,6 +220,7 @@ def nightly_benchmark(
     metric_models: ModelPaths = ModelPaths(),
     raft_weights: str | None = None,
     flow_size: Annotated[int, Field(ge=FLOW_SIZES[0], le=FLOW_SIZES[1])] = 720,
+    flow_estimator: Literal[FLOW_METHODS] = "dis-lk",
     run_id: str | None = None,
     request: dict | None = None,
 ) -> dict:
@@ -231,7 +232,9 @@ def nightly_benchmark(
     parameter of ``GenerationRequest`` is a parameter of this flow too (default 240 frames, the
     paper's test length), and part of the run's settings in the history; the others as in
     generate-batch; ``flow_size``: frames are resized to this square for flow
-    (paper: 720). ``run_id``: continue that run (its directory under ``output_uri``, e.g. one a crash
+    (paper: 720); ``flow_estimator``: the optical flow of the flow metrics (``dis-lk``, validated on
+    videos with known motion; ``farneback`` to compare with rows measured by it; RAFT when
+    ``raft_weights`` is given), recorded with the run's settings. ``run_id``: continue that run (its directory under ``output_uri``, e.g. one a crash
     or a cancel left unfinished; :func:`unfinished_runs` lists them): its finished videos are kept,
     the others resume from their last finished chunk, and its history rows are replaced. Default: a
     new run, named by the flow run's id.
@@ -253,15 +256,15 @@ def nightly_benchmark(
     except ConfigError as exc:
         raise _prompt_set_error(exc) from None
 
+    flow_config = FlowConfig(size=(flow_size, flow_size), raft_weights=raft_weights, method=flow_estimator)
     run = {"run_id": run_id or flow_run.id, "run_started_at": datetime.now(timezone.utc), "prompt_set": label,
-           **request, "cam_variant": cam_variant, "flow_size": flow_size}
+           **request, "cam_variant": cam_variant, "flow_size": flow_size, "flow_estimator": flow_config.name}
     batch_uri = storage.join(output_uri, run["run_id"])
     manifest_uri = storage.join(batch_uri, MANIFEST_NAME)
     manifest = open_manifest(manifest_uri, run["run_id"], requests)
     todo = [manifest.request(row["video_id"]) for row in manifest.pending()]
     run_on_ray(todo, manifest, manifest_uri, batch_uri, sources, cluster, ray_address, total=len(requests))
 
-    flow_config = FlowConfig(size=(flow_size, flow_size), raft_weights=raft_weights)
     video_rows, missing = score_videos(manifest, manifest_uri, [r.video_id for r in requests], run, metric_models,
                                        flow_config)
     summary = {**run, **history.summarize(video_rows)}

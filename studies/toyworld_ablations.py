@@ -71,7 +71,8 @@ class AblationConfig:
     num_frames: int = 240
     steps: int = 50
     refine_steps: int = 50
-    flow_size: int = 64
+    flow_size: int = 720  # the paper's, where the flow estimator is validated (docs/metrics.md)
+    flow_estimator: str = "dis-lk"
     seed: int = 0
     output_uri: str = "outputs/toyworld-ablations"
     sources: dict = field(default_factory=dict)  # SOURCE_OPTIONS overrides
@@ -128,7 +129,7 @@ class AblationConfig:
     def common(self) -> dict:
         return {"prompt_set": list(HELD_OUT_PROMPTS[:self.num_prompts]), "num_frames": self.num_frames,
                 "num_inference_steps": self.steps, "refine_steps": self.refine_steps, "seed": self.seed,
-                "flow_size": self.flow_size, "preset": "tiny", "pools": self.pools,
+                "flow_size": self.flow_size, "flow_estimator": self.flow_estimator, "preset": "tiny", "pools": self.pools,
                 "condition_replacement": self.condition_replacement,
                 "history_uri": f"{self.output_uri}/history.parquet"}
 
@@ -191,7 +192,7 @@ def markdown(rows: list[dict], config: AblationConfig) -> str:
         + f" | {r['videos']} | {r['expectation']} |\n" for r in rows)
     settings = (f"\n{config.num_prompts} held-out toy prompts, {config.num_frames} frames, seed {config.seed}, "
                 f"{config.steps} DDIM steps (refine {config.refine_steps}), flow at {config.flow_size}x"
-                f"{config.flow_size}" + (", condition replacement" if config.condition_replacement else "") + ".\n")
+                f"{config.flow_size} ({config.flow_estimator})" + (", condition replacement" if config.condition_replacement else "") + ".\n")
     return head + body + settings
 
 
@@ -213,7 +214,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=int, default=240)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--refine-steps", type=int, default=50)
-    p.add_argument("--flow-size", type=int, default=64)
+    p.add_argument("--flow-size", type=int, default=720,
+                   help="flow metrics at SIZE x SIZE (paper: 720, where the flow estimator is validated)")
+    p.add_argument("--flow-estimator", default="dis-lk", help="dis-lk | farneback (docs/metrics.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/toyworld-ablations")
     p.add_argument("--pools", default="local",
@@ -231,10 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sources = {name: getattr(args, name) for name in SOURCE_OPTIONS if getattr(args, name) is not None}
     try:
-        config = AblationConfig(args.cam_model, args.conc_cond_model, args.num_prompts, args.num_frames, args.steps,
-                                args.refine_steps, args.flow_size, args.seed, args.out, sources, args.pools,
-                                (args.only,) if args.only else COMPARISONS, args.condition_replacement,
-                                tuple(args.rows) if args.rows else None, args.resume)
+        config = AblationConfig(
+            cam_model=args.cam_model, conc_cond_model=args.conc_cond_model, num_prompts=args.num_prompts,
+            num_frames=args.num_frames, steps=args.steps, refine_steps=args.refine_steps, flow_size=args.flow_size,
+            flow_estimator=args.flow_estimator, seed=args.seed, output_uri=args.out, sources=sources,
+            pools=args.pools, comparisons=(args.only,) if args.only else COMPARISONS,
+            condition_replacement=args.condition_replacement, rows=tuple(args.rows) if args.rows else None,
+            resume=args.resume)
     except ConfigError as exc:
         print(f"toyworld_ablations: error: {exc}", file=sys.stderr)
         return 2
