@@ -44,7 +44,7 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "train_text_encoder": ("base",), "tokenizer": ("base",), "cond_frames": ("conc_cond",),
     "decoded_condition": CONDITIONED_STAGES, "condition_noise": CONDITIONED_STAGES,
     "image_encoder": CONDITIONED_STAGES, "control_text": ("cam",), "main_branch": ("cam",),
-    "apm_lr": ("cam_apm",), "apm_only": ("cam_apm",),
+    "apm_lr": ("cam_apm",), "apm_only": ("cam_apm",), "upscaled_input": ("refiner",),
 }
 """The stages of a run an option applies to; the other stages train with its default (e.g.
 ``main_branch="spatial"`` in ``["cam", "cam_apm"]`` trains stage 1 so, and stage 2 as the paper

@@ -47,12 +47,14 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from models.clip_image import CLIPPair
 from models.conc_cond import ConcCondUNet
 from models.errors import require
 from models.params import param
+from models.refinement import RefineConfig, to_canvas
 from models.schedule import NoiseSchedule
 from models.streaming_t2v import StreamingT2V
 from models.video_ldm import VideoLDM
@@ -244,6 +246,54 @@ class BaseObjective(Objective):
         return F.mse_loss(m.unet(noisy, t, text).sample.float(), eps.float())
 
 
+class UpscaledInputObjective(BaseObjective):
+    """The refiner trained for the input refinement gives it (Sec. 4.3, beyond the paper's
+    training): the low-resolution video, upscaled and noised to T'.
+
+    Each clip is reduced to the low-resolution size (area), passed through the VAE (as the
+    low-resolution video is decoded from latents) and put on the refinement canvas by
+    :func:`models.refinement.to_canvas` (as refinement does): z_up. With t uniform in [1, T'],
+    x_t noises a mix of z_up and the clip's own latents z,
+    x_t = sqrt(abar_t) (l z_up + (1 - l) z) + sqrt(1 - abar_t) eps, and the target is the noise
+    that leads from x_t to the clip, (x_t - sqrt(abar_t) z) / sqrt(1 - abar_t). The share l of
+    z_up is t / T' for half the clips (at T' exactly what refinement gives the model, then less
+    as t falls) and uniform in [0, t / T'] for the others (what its own earlier steps make once
+    they have sharpened the video).
+    """
+
+    def __init__(self, model: VideoLDM, low_res: tuple[int, int], refine: RefineConfig, text_dropout: float = 0.1,
+                 noise: NoiseDraw = NoiseDraw()) -> None:
+        super().__init__(model, stage="refiner", text_dropout=text_dropout, noise=noise)
+        self.low_res = low_res
+        self.refine = refine
+        self.noise_level = refine.noise_level
+
+    @torch.no_grad()
+    def upscaled(self, frames: torch.Tensor) -> torch.Tensor:
+        """(b, 3, F, H, W) canvas frames -> the same reduced to the low-res size, decoded from
+        their latents, and put back on the canvas as refinement puts a low-res video."""
+        m, b = self.model, frames.shape[0]
+        flat = rearrange(frames, "b c f h w -> (b f) c h w")
+        small = rearrange(F.interpolate(flat, size=self.low_res, mode="area"), "(b f) c h w -> b c f h w", b=b)
+        return to_canvas(m.decode(m.encode(small)), self.refine)
+
+    def loss(self, frames: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
+        m = self.model
+        drop = torch.rand(len(captions), generator=generator) < self.text_dropout
+        text = _encode_text(m, [("" if d else c) for c, d in zip(captions, drop.tolist())], self.train_text_encoder)
+        frames = frames.to(m.device)
+        clean, upscaled = m.encode(frames), m.encode(self.upscaled(frames))
+        t = torch.randint(1, self.noise_level + 1, (len(captions),), generator=generator)
+        scale = torch.where(torch.rand(len(captions), generator=generator) < 0.5, 1.0,
+                            torch.rand(len(captions), generator=generator))
+        share = (t.float() / self.noise_level * scale).view(-1, 1, 1, 1, 1).to(clean)
+        eps = draw_noise(clean.shape, self.noise.offset_noise, generator).to(clean)
+        abar = m.schedule.make_scheduler().alphas_cumprod.to(clean)[t].view(-1, 1, 1, 1, 1)
+        noisy = abar.sqrt() * (share * upscaled + (1 - share) * clean) + (1 - abar).sqrt() * eps
+        target = (noisy - abar.sqrt() * clean) / (1 - abar).sqrt()
+        return F.mse_loss(m.unet(noisy, t.to(m.device), text).sample.float(), target.float())
+
+
 def _encode_text(model, captions: list[str], with_grad: bool) -> torch.Tensor:
     if with_grad:
         ids = model.tokenizer(captions, padding="max_length", max_length=model.text_encoder.config.max_position_embeddings,
@@ -415,12 +465,18 @@ class CLIPObjective(Objective):
 def make_objective(stage: str, model: VideoLDM | StreamingT2V | CLIPPair, train_text_encoder: bool = False,
                    dropout: Dropout = Dropout(), noise: NoiseDraw = NoiseDraw(),
                    decoded_condition: bool = False, condition_noise: float = 0.0,
-                   main_branch: str = "frozen", apm_only: bool = False) -> Objective:
+                   main_branch: str = "frozen", apm_only: bool = False,
+                   upscaled_input: tuple[tuple[int, int], RefineConfig] | None = None) -> Objective:
+    """The stage's objective. ``upscaled_input`` (stage refiner): the low-res size and the
+    refinement config of :class:`UpscaledInputObjective`; None trains the refiner as a plain
+    Video-LDM."""
     require(stage in STAGES, "stage", stage, f"one of {STAGES}")
     if stage == "vae":
         return VAEObjective(model)
     if stage == "clip":
         return CLIPObjective(model)
+    if stage == "refiner" and upscaled_input is not None:
+        return UpscaledInputObjective(model, *upscaled_input, noise=noise)
     if stage in ("base", "refiner"):
         return BaseObjective(model, train_text_encoder, stage=stage, noise=noise)
     return StreamingObjective(model, stage, dropout, noise, decoded_condition, condition_noise, main_branch,

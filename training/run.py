@@ -22,7 +22,7 @@ from models.cam import CONTROL_TEXTS
 from models.clip_image import CLIPPair, load_image_encoder
 from models.conc_cond import ConcCondUNet
 from models.errors import ConfigError, require
-from models.params import build, check, group, param
+from models.params import build, check, flatten, group, param
 from models.presets import PRESETS, REFINE_GEOMETRY, get_preset
 from models.refinement import RefineConfig
 from models.streaming_t2v import StreamingT2V, conditioning_of
@@ -69,6 +69,9 @@ class BeyondPaper:
                              "spatial (stage 2's layers) or all (Conc-Cond's)", choices=MAIN_BRANCH_MODES)
     apm_only: bool = param(False, help="stage cam_apm: train APM alone, everything else frozen (paper: all of stage "
                            "2's layers)")
+    upscaled_input: bool = param(False, help="stage refiner: train on the input refinement gives it, the clip "
+                                 "reduced to the low-res size, decoded and upscaled, noised to T' (paper: a plain "
+                                 "video model on clips)")
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ class TrainConfig:
                 "None outside stage 'cam_apm' (the stage that trains APM)")
         require(beyond.apm_lr is None or not beyond.apm_only, "apm_lr", beyond.apm_lr,
                 "None with apm_only (APM is all that trains; its rate is lr)")
+        require(not beyond.upscaled_input or self.stage == "refiner", "upscaled_input", True,
+                "False outside stage 'refiner'")
         require(beyond.tokenizer is None or beyond.train_text_encoder, "tokenizer", beyond.tokenizer,
                 "None unless the text encoder is trained (--train-text-encoder, base stage): its new "
                 "token embeddings must be learnt")
@@ -165,10 +170,13 @@ class TrainConfig:
         return build(cls, values)
 
     def flat_dict(self) -> dict:
-        """The config in the flat form of :data:`FLAT_LAYOUT`, fields added since at the end."""
+        """The config in the flat form of :data:`FLAT_LAYOUT`; fields added since follow, those
+        away from their defaults only, so a record of the old form keeps its hash."""
         values = self.to_dict()
         values.update(values.pop("beyond"))
-        return {**{name: values.pop(name) for name in FLAT_LAYOUT}, **values}
+        defaults = flatten(BeyondPaper())
+        return {**{name: values.pop(name) for name in FLAT_LAYOUT},
+                **{k: v for k, v in values.items() if k not in defaults or v != defaults[k]}}
 
 
 FLAT_LAYOUT = ("stage", "steps", "init", "preset", "data", "fps", "batch_size", "lr", "warmup_steps", "decay_steps",
@@ -347,9 +355,14 @@ class TrainingRun:
             self.init_fingerprint = combined_fingerprint(self.init_fingerprint, image_encoder_dir)
         self.model = build_model(config, device, init_dir, image_encoder_dir)
         beyond = config.beyond
+        upscaled = None
+        if beyond.upscaled_input:  # the low-res size and the refinement that upscales it
+            video = get_preset(config.preset).video
+            upscaled = ((video.height, video.width), RefineConfig(**REFINE_GEOMETRY[config.preset]))
         self.objective: Objective = make_objective(config.stage, self.model, beyond.train_text_encoder,
                                                    config.dropout, config.noise_draw(), beyond.decoded_condition,
-                                                   beyond.condition_noise, beyond.main_branch, beyond.apm_only)
+                                                   beyond.condition_noise, beyond.main_branch, beyond.apm_only,
+                                                   upscaled)
         self.objective.freeze_all_but_trainable()
         if config.gradient_checkpointing:
             for name in ("unet", "vae"):

@@ -226,6 +226,7 @@ def test_refiner_clips_have_the_refinement_geometry():
     (dict(stage="cam", steps=1, init="x", apm_only=True), "apm_only"),  # stage 1 gives APM no anchor
     (dict(stage="cam_apm", steps=1, init="x", apm_only=True, apm_lr=1e-3), "apm_lr"),  # APM is all; use lr
     (dict(stage="cam", steps=1, init="x", decoded_condition=True, condition_noise=float("nan")), "condition_noise"),
+    (dict(stage="base", steps=1, upscaled_input=True), "upscaled_input"),  # the refiner's input only
 ])
 def test_bad_config_names_the_field(kwargs, field):
     from models.errors import ConfigError
@@ -309,3 +310,29 @@ def test_condition_noise_degrades_the_condition_not_the_target(stage, init_dirs)
         noisy.train_step(frames, captions)
     a, b = plain.trainable_state(), noisy.trainable_state()
     assert any(not torch.equal(a[name], b[name]) for name in a)
+
+
+def test_the_upscaled_input_refiner_trains_on_what_refinement_gives_it(init_dirs):
+    """--upscaled-input: the refiner's input is the clip reduced to the low-res size, decoded
+    from its latents and put on the canvas by models.refinement.to_canvas (as refinement puts the
+    low-res video), noised up to T' = 600; its loss is finite and trains the UNet."""
+    from models.presets import REFINE_GEOMETRY
+    from models.refinement import RefineConfig, to_canvas
+
+    config = TrainConfig(stage="refiner", steps=1, init=init_dirs["refiner"], batch_size=1,
+                         beyond=BeyondPaper(upscaled_input=True))
+    run = TrainingRun(config)
+    spec = config.clip_spec()
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(1, 3, spec.num_frames, spec.height, spec.width, generator=g) * 2 - 1
+    m, objective = run.model, run.objective
+    refine = RefineConfig(**REFINE_GEOMETRY["tiny"])
+    assert objective.noise_level == refine.noise_level == 600
+    small = torch.nn.functional.interpolate(frames[0].transpose(0, 1), size=(64, 64), mode="area").transpose(0, 1)[None]
+    expected = to_canvas(m.decode(m.encode(small)), refine)
+    got = objective.upscaled(frames)
+    assert got.shape == frames.shape and torch.allclose(got, expected, atol=1e-6)
+    losses = [objective.loss(frames, ["a red circle moving left"], torch.Generator().manual_seed(s)).item()
+              for s in range(2)]
+    assert all(np.isfinite(losses))
+    run.train_step(frames, ["a red circle moving left"])  # the UNet trains (stage refiner moves unet only)
