@@ -46,13 +46,13 @@ from typing import Annotated, Any
 
 import torch
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from flows.serve_http import RequestGuard, file_response
+from flows.serve_http import RequestGuard, file_response, json_safe, validation_error
 from flows.serve_jobs import JobOwner
 from infra import storage
 from infra.cluster import ClusterConfig, PoolConfig
@@ -213,6 +213,7 @@ def http_app(api: VideoAPI) -> FastAPI:
     app.state.api = api
     app.add_middleware(RequestGuard, token=api.token, max_body_bytes=api.args.max_body_bytes)
     app.add_exception_handler(ConfigError, _config_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(router)
     return app
 
@@ -220,7 +221,7 @@ def http_app(api: VideoAPI) -> FastAPI:
 async def _config_error(request: Request, error: ConfigError) -> JSONResponse:
     """A parameter out of range: 422 in FastAPI's own error format, naming the field and the range."""
     detail = {"type": "config_error", "loc": ["body", error.field], "msg": str(error),
-              "input": jsonable_encoder(error.value), "allowed": error.allowed}
+              "input": json_safe(error.value), "allowed": error.allowed}
     return JSONResponse({"detail": [detail]}, 422)
 
 
@@ -253,7 +254,8 @@ async def _job(request: Request, video_id: str) -> dict:
     return job
 
 
-@router.post("", status_code=202, responses={413: {}, 422: {}, 429: {"description": "queue full; see Retry-After"}})
+@router.post("", status_code=202, responses={413: {}, 422: {}, 429: {"description": "queue full; see Retry-After"},
+                                             503: {"description": "job state not saved; see Retry-After"}})
 async def submit_video(body: VideoBody, request: Request) -> JSONResponse:
     """Queue one video; 202 with its id and URLs.
 
@@ -268,6 +270,8 @@ async def submit_video(body: VideoBody, request: Request) -> JSONResponse:
     if "queue_full" in submitted:
         return JSONResponse({"detail": f"queue full: {submitted['queue_full']}; retry later"}, 429,
                             {"Retry-After": str(api.args.retry_after_s)})
+    if "unavailable" in submitted:
+        return _unavailable(submitted["unavailable"], api.args.retry_after_s)
     if submitted["attempt"] is not None:
         api.dispatch(params, submitted["attempt"])
     job = _links(request, submitted["job"])
@@ -323,7 +327,8 @@ async def video_status(request: Request, video_id: VideoId) -> dict:
     return _links(request, await _job(request, video_id))
 
 
-@router.delete("/{video_id}", responses={409: {"description": "already done or failed"}})
+@router.delete("/{video_id}", responses={409: {"description": "already done or failed"},
+                                         503: {"description": "job state not saved; see Retry-After"}})
 async def cancel_video(request: Request, video_id: VideoId) -> JSONResponse:
     """Cancel: a queued job at once (200), a running one within one denoising step (202; its
     status turns cancelled when the generator has stopped and freed its replica)."""
@@ -331,7 +336,14 @@ async def cancel_video(request: Request, video_id: VideoId) -> JSONResponse:
     if job["status"] in ("done", "failed"):
         raise HTTPException(409, f"video {video_id} is {job['status']}: nothing to cancel")
     job = await request.app.state.api.owner.cancel.remote(video_id)
+    if "unavailable" in job:
+        return _unavailable(job["unavailable"], request.app.state.api.args.retry_after_s)
     return JSONResponse(_links(request, job), 202 if job["status"] == "running" else 200)
+
+
+def _unavailable(reason: str, retry_after_s: int) -> JSONResponse:
+    """503: the job state could not be saved, and nothing changed."""
+    return JSONResponse({"detail": reason}, 503, {"Retry-After": str(retry_after_s)})
 
 
 # --- the application ------------------------------------------------------------------------------

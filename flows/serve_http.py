@@ -4,8 +4,11 @@ FastAPI reads a request, and stored files as streamed responses."""
 from __future__ import annotations
 
 import hmac
+import math
+from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import Headers
 
@@ -52,6 +55,36 @@ class RequestGuard:
 
     def _too_large(self) -> str:
         return f"request body over {self.max_body_bytes} bytes"
+
+
+ECHO_CHARS = 200  # of an input echoed back in an error
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` as an error may echo it: strings UTF-8-safe (lone surrogates and control
+    characters escaped) and cut to :data:`ECHO_CHARS`, non-finite numbers as text, containers
+    (three levels deep at most) element by element, anything else as its type name."""
+    if value is None or isinstance(value, bool | int):
+        return value if not isinstance(value, int) or abs(value) < 1 << 53 else str(value)[:ECHO_CHARS]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        escaped = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        escaped = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in escaped)
+        return escaped if len(escaped) <= ECHO_CHARS else escaped[:ECHO_CHARS] + "..."
+    if depth < 3 and isinstance(value, dict):
+        return {str(json_safe(k, depth + 1)): json_safe(v, depth + 1) for k, v in list(value.items())[:20]}
+    if depth < 3 and isinstance(value, list | tuple):
+        return [json_safe(v, depth + 1) for v in value[:20]]
+    return f"<{type(value).__name__}>"
+
+
+async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    """422 in FastAPI's format, every echoed input made safe to serialise (NaN, 1e400, lone
+    surrogates anywhere in a body would otherwise turn the answer into a 500)."""
+    detail = [{k: json_safe(v) for k, v in e.items() if k in ("type", "loc", "msg", "input", "ctx")}
+              for e in error.errors()]
+    return JSONResponse({"detail": detail}, 422)
 
 
 def file_response(uri: str) -> StreamingResponse:

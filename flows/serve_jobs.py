@@ -8,7 +8,7 @@ from contextlib import suppress
 
 from ray import serve
 
-from infra.jobs import JobBoard, QueueFull
+from infra.jobs import JobBoard, QueueFull, StorageUnavailable
 from models.chunk_plan import ChunkPlan
 from models.request import GenerationRequest
 
@@ -32,6 +32,8 @@ class JobOwner:
             submission = self.board.submit(GenerationRequest(**params, force=True))
         except QueueFull as full:
             return {"queue_full": str(full)}
+        except StorageUnavailable as error:
+            return {"unavailable": str(error)}
         return {"job": submission.job, "attempt": submission.attempt}
 
     async def view(self, video_id: str) -> dict | None:
@@ -46,7 +48,10 @@ class JobOwner:
         return await self.view(video_id)
 
     async def cancel(self, video_id: str) -> dict:
-        return self.board.cancel(video_id)
+        try:
+            return self.board.cancel(video_id)
+        except StorageUnavailable as error:
+            return {"unavailable": str(error)}
 
     async def start(self, video_id: str, attempt: int, plan: ChunkPlan) -> bool:
         return self.board.start(video_id, attempt, plan)

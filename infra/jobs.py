@@ -43,6 +43,11 @@ INTERRUPTED = ("interrupted: the service stopped before the job finished; submit
 STAGES = ("init", "extend", "refine")
 
 
+class StorageUnavailable(Exception):
+    """The jobs' manifest could not be written. Nothing changed (memory is rolled back to what
+    storage holds); the client should retry later."""
+
+
 class QueueFull(Exception):
     """The bounded queue is full: the client should retry later."""
 
@@ -96,14 +101,17 @@ class JobBoard:
         active = sum(r["status"] in ACTIVE for r in self.manifest.rows.values())
         if active >= self.max_queue:
             raise QueueFull(active, self.max_queue)
-        if row is None:
-            self.manifest.rows[vid] = BatchManifest.create(self.manifest.batch_id, [request]).rows[vid]
+        attempt = (0 if row is None else row["attempts"]) + 1
+        stages = {f"{s}_status": "pending" for s in STAGES if not (s == "refine" and not request.refine)}
+
+        def queue() -> None:
+            if vid not in self.manifest.rows:
+                self.manifest.rows[vid] = BatchManifest.create(self.manifest.batch_id, [request]).rows[vid]
+            self.manifest.update(vid, status="pending", attempts=attempt, error=None, chunks_done=0, **stages)
+
+        self._apply(vid, queue)
         self.cancel_requested.discard(vid)
         self.plans.pop(vid, None)
-        attempt = self.manifest.rows[vid]["attempts"] + 1
-        stages = {f"{s}_status": "pending" for s in STAGES if not (s == "refine" and not request.refine)}
-        self.manifest.update(vid, status="pending", attempts=attempt, error=None, chunks_done=0, **stages)
-        self._commit(vid)
         return Submission(self.view(vid), attempt)
 
     def cancel(self, vid: str) -> dict[str, Any]:
@@ -113,8 +121,8 @@ class JobBoard:
         if status == "pending":
             self._finish(vid, "cancelled")
         elif status == "running" and vid not in self.cancel_requested:
-            self.cancel_requested.add(vid)
-            self._commit(vid)
+            self.cancel_requested.add(vid)  # in memory only: nothing to write, the watchers are told
+            self._changed(vid)
         return self.view(vid)
 
     def has(self, vid: str) -> bool:
@@ -151,9 +159,9 @@ class JobBoard:
         """The generator picked the job up; False: do not run it (cancelled or superseded)."""
         if self.should_stop(vid, attempt) or self.manifest.rows[vid]["status"] != "pending":
             return False
+        self._apply(vid, lambda: self.manifest.update(vid, status="running", init_status="running",
+                                                      chunks_total=len(plan.chunks)))
         self.plans[vid] = plan
-        self.manifest.update(vid, status="running", init_status="running", chunks_total=len(plan.chunks))
-        self._commit(vid)
         return True
 
     def chunk_done(self, vid: str, attempt: int, index: int, timings: dict[str, float]) -> bool:
@@ -165,8 +173,7 @@ class JobBoard:
         stages = {"init_status": "done", "extend_status": "done" if last else "running"}
         if last and row["refine_status"] != "skipped":
             stages["refine_status"] = "running"
-        self.manifest.update(vid, chunks_done=index + 1, **stages, **timings)
-        self._commit(vid)
+        self._apply(vid, lambda: self.manifest.update(vid, chunks_done=index + 1, **stages, **timings))
         return self.should_stop(vid, attempt)
 
     def should_stop(self, vid: str, attempt: int) -> bool:
@@ -188,10 +195,10 @@ class JobBoard:
         status = {"done": "done", "failed": "failed", "cancelled": "skipped"}[outcome]
         if outcome == "cancelled":
             error = CANCELLED
+        stage_statuses = self._stage_statuses(vid, status)
+        self._apply(vid, lambda: self.manifest.update(vid, status=status, error=error, **stage_statuses,
+                                                      **(timings or {}), **(artifacts or {})))
         self.cancel_requested.discard(vid)
-        self.manifest.update(vid, status=status, error=error, **self._stage_statuses(vid, status),
-                             **(timings or {}), **(artifacts or {}))
-        self._commit(vid)
 
     def _stage_statuses(self, vid: str, outcome: str) -> dict[str, str]:
         """The stage columns when the job ends with ``outcome``: the unfinished stages take it."""
@@ -206,8 +213,32 @@ class JobBoard:
         preset = get_preset(row["preset"])
         return ChunkPlan.for_extend(row["num_frames"], preset.video.frames_per_chunk, preset.cam.cond_frames)
 
-    def _commit(self, vid: str) -> None:
-        self.manifest.write(self.uri)
+    def _apply(self, vid: str, change: Callable[[], None]) -> None:
+        """Make ``change`` to job ``vid``'s row and commit the manifest; if the write fails, the
+        row is put back as storage holds it and :class:`StorageUnavailable` is raised, so memory
+        never runs ahead of storage (a job is never queued, started or ended only in memory)."""
+        saved = dict(self.manifest.rows[vid]) if vid in self.manifest.rows else None
+
+        def restore() -> None:
+            if saved is None:
+                self.manifest.rows.pop(vid, None)
+            else:
+                self.manifest.rows[vid] = saved
+
+        try:
+            change()
+        except Exception:
+            restore()
+            raise
+        try:
+            self.manifest.write(self.uri)
+        except Exception as error:
+            restore()
+            raise StorageUnavailable(f"the job state could not be saved ({type(error).__name__}); nothing "
+                                     "changed, retry later") from error
+        self._changed(vid)
+
+    def _changed(self, vid: str) -> None:
         self.versions[vid] = self.versions.get(vid, 0) + 1
         self.on_change(vid)
 

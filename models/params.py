@@ -15,6 +15,7 @@ import dataclasses
 import math
 import types
 import typing
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass
 from typing import Any
@@ -38,6 +39,7 @@ class Spec:
     non_empty: bool = False  # strings: at least one non-blank character
     note: str = ""  # appended to the allowed range in errors and help, e.g. "(a frame of the first chunk)"
     beyond_paper: bool = False  # an option the paper does not have (off or neutral by default)
+    unset: str = ""  # for a None default: what leaving it unset gives, e.g. "the preset's: tiny 20, modelscope 50"
 
 
 def param(default: Any = MISSING, *, help: str, default_factory: Any = MISSING, compare: bool = True,
@@ -151,14 +153,24 @@ def allowed(leaf: Leaf) -> str:
         else:
             text = noun
     elif kind is str:
-        text = "a non-empty string" if spec.non_empty else "a string"
+        text = ("a non-empty string" if spec.non_empty else "a string") + " of UTF-8 text without control characters"
     else:
         text = f"a {getattr(kind, '__name__', kind)}"
     if spec.note:
         text += f" {spec.note}"
     if leaf.optional:
-        text += ", or None"
+        text += f"; unset: {spec.unset}" if spec.unset else ", or None"
     return text
+
+
+def is_clean_text(value: str) -> bool:
+    """Text every store and protocol can carry: encodable as UTF-8 (no lone surrogates) and free of
+    control characters (NUL, newlines, escapes: Unicode category Cc)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return not any(unicodedata.category(c) == "Cc" for c in value)
 
 
 def _fits(leaf: Leaf, value: Any) -> bool:
@@ -176,7 +188,7 @@ def _fits(leaf: Leaf, value: Any) -> bool:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             return False
     elif kind is str:
-        return isinstance(value, str) and (not spec.non_empty or value.strip() != "")
+        return isinstance(value, str) and is_clean_text(value) and (not spec.non_empty or value.strip() != "")
     else:
         return True
     return ((spec.ge is None or value >= spec.ge) and (spec.le is None or value <= spec.le)

@@ -189,6 +189,15 @@ BAD_BODIES = [
     ({"prompt": "x", "colour": "red"}, 422, "colour"),
     ("{not json", 422, None),
     ({"prompt": "x" * 20_000}, 413, None),
+    # hostile values: each once gave a 500, and a lone surrogate also wedged the job board
+    ('{"prompt": "a cat \\ud800"}', 422, "prompt"),
+    ('{"prompt": "a cat\\u0000"}', 422, "prompt"),
+    ('{"prompt": "x", "negative_prompt": "\\udfff"}', 422, "negative_prompt"),
+    ('{"prompt": "x", "guidance_text": NaN}', 422, "guidance_text"),
+    ('{"prompt": "x", "guidance_anchor": 1e400}', 422, "guidance_anchor"),
+    ('{"prompt": "x", "unknown": Infinity}', 422, "unknown"),
+    ('{"prompt": "x", "\\ud800": 1}', 422, None),
+    ({"prompt": "x", "guidance_text": -1.0}, 422, "guidance_text"),
 ]
 
 
@@ -308,8 +317,52 @@ def test_job_board_ignores_a_superseded_attempt(tmp_path):
 
 
 def test_the_body_defaults_are_the_request_defaults():
+    """The body leaves the preset's parameters unset (null), so a body gives the request the CLI
+    gives for the same fields."""
     from flows.serve_api import VideoBody
-    from models.request import PARAM_DEFAULTS
+    from models.request import PAPER_SETTINGS, PARAM_DEFAULTS
 
     fields = {name: info.default for name, info in VideoBody.model_fields.items() if name != "prompt"}
-    assert fields == {name: PARAM_DEFAULTS[name] for name in fields}
+    assert fields == {name: None if name in PAPER_SETTINGS else PARAM_DEFAULTS[name] for name in fields}
+    assert GenerationRequest(**VideoBody(prompt="x").model_dump()) == GenerationRequest("x")
+
+
+def test_an_error_never_echoes_what_json_cannot_carry():
+    from flows.serve_http import ECHO_CHARS, json_safe
+
+    assert json_safe("a cat \ud800") == "a cat \\ud800" and json_safe("a\x00b") == "a\\x00b"
+    assert json_safe(float("nan")) == "nan" and json_safe(float("inf")) == "inf" and json_safe(1.5) == 1.5
+    assert len(json_safe("x" * 10_000)) == ECHO_CHARS + 3
+    assert json_safe({"\ud800": [float("-inf"), object()]}) == {"\\ud800": ["-inf", "<object>"]}
+    json.dumps(json_safe({"a": ["\udfff", float("nan")]}), allow_nan=False).encode("utf-8")
+
+
+def test_a_failed_manifest_write_changes_nothing(tmp_path, monkeypatch):
+    """Write first, then change memory: when storage refuses a write the board stays as storage
+    holds it (no pending row without a dispatch, no attempt raised, no queue slot taken), the
+    caller learns StorageUnavailable (503 at the API), and once storage is back the same submit
+    succeeds with the first attempt."""
+    from infra.jobs import StorageUnavailable
+    from infra.manifest import BatchManifest
+
+    board = JobBoard(str(tmp_path), max_queue=1)
+    request = GenerationRequest("A camel resting on the snow field.", num_frames=24, **TINY)
+    write = BatchManifest.write
+
+    def broken(self, uri):
+        raise OSError("S3 says no")
+
+    monkeypatch.setattr(BatchManifest, "write", broken)
+    with pytest.raises(StorageUnavailable, match="nothing changed"):
+        board.submit(request)
+    assert not board.has(request.video_id)
+    monkeypatch.setattr(BatchManifest, "write", write)
+    submitted = board.submit(request)
+    assert submitted.attempt == 1 and submitted.job["status"] == "queued"  # the slot was free
+    monkeypatch.setattr(BatchManifest, "write", broken)
+    with pytest.raises(StorageUnavailable):
+        board.cancel(request.video_id)
+    assert board.view(request.video_id)["status"] == "queued"
+    monkeypatch.setattr(BatchManifest, "write", write)
+    assert BatchManifest.read(board.uri).row(request.video_id)["status"] == "pending"
+    assert board.cancel(request.video_id)["status"] == "cancelled"
