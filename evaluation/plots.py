@@ -1,4 +1,5 @@
-"""PNG plots of the nightly benchmark: metric trends over runs and X-T slices of the worst videos.
+"""PNG plots of the nightly benchmark: metric trends over runs and X-T slices of the worst videos
+(frame strips of the best and worst video: :mod:`evaluation.preview`).
 
 Drawn with matplotlib's object-oriented ``Figure`` API (no pyplot state, no GUI backend, safe in
 worker threads) rather than with PIL: date axes, ticks and titles are what make a trend readable,
@@ -56,14 +57,22 @@ def metric_trends_png(summary_rows: Sequence[Mapping[str, Any]], title: str = ""
     return _png(figure)
 
 
+def _badness(row: Mapping[str, Any]) -> tuple[bool, float, bool, float]:
+    mawe, scuts = row.get("mawe"), row.get("scuts")
+    return (mawe is None, -(mawe or 0.0), scuts is None, -(scuts or 0.0))
+
+
 def worst_videos(video_rows: Sequence[Mapping[str, Any]], count: int) -> list[Mapping[str, Any]]:
     """The ``count`` worst videos: highest MAWE (Eq. 9) first, ties and videos without MAWE by
     most scene cuts (SCuts); videos with neither come last."""
-    def badness(row: Mapping[str, Any]) -> tuple[bool, float, bool, float]:
-        mawe, scuts = row.get("mawe"), row.get("scuts")
-        return (mawe is None, -(mawe or 0.0), scuts is None, -(scuts or 0.0))
+    return sorted(video_rows, key=_badness)[:count]
 
-    return sorted(video_rows, key=badness)[:count]
+
+def best_video(video_rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The best video by the same order (lowest MAWE, then fewest SCuts) among those scored; None
+    when no video has either metric."""
+    scored = [row for row in video_rows if row.get("mawe") is not None or row.get("scuts") is not None]
+    return sorted(scored, key=_badness)[-1] if scored else None
 
 
 def xt_slices_png(videos: Sequence[tuple[str, np.ndarray]]) -> bytes:
@@ -83,4 +92,4 @@ def xt_slices_png(videos: Sequence[tuple[str, np.ndarray]]) -> bytes:
     return _png(figure)
 
 
-__all__ = ["metric_trends_png", "worst_videos", "xt_slices_png"]
+__all__ = ["best_video", "metric_trends_png", "worst_videos", "xt_slices_png"]

@@ -1,7 +1,8 @@
 """The ``streamingt2v`` command line.
 
-    streamingt2v generate "PROMPT" --num-frames N --preset tiny|modelscope --seed S --out DIR
+    streamingt2v generate "PROMPT" [--num-frames N] [--preset tiny|modelscope] [--seed S] [--out DIR]
                           [--no-refine] [--blend randomized|shared-noise|independent] [--fps 10] ...
+    streamingt2v preview VIDEO [--frames 6] [--out PNG]
     streamingt2v convert-official streaming_t2v.ckpt --base-model DIR_OR_ID --out DIR
     streamingt2v evaluate VIDEO_OR_MANIFEST [--prompt P] [--clip-model DIR] [--json]
     streamingt2v train --stage vae|base|cam|cam_apm|conc_cond|refiner|clip --steps N --run-dir DIR [--out DIR] ...
@@ -14,6 +15,7 @@ anything is written.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import uuid
 from pathlib import Path
@@ -43,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--device", default="cpu")
     models.add_argument("--dtype", default="float32")
     g.add_argument("--truncate-prompt", action="store_true", help="keep the first 77 CLIP tokens of a longer prompt")
+
+    p = sub.add_parser("preview", help="a PNG strip of a generated video: low-res frames above refined ones")
+    p.add_argument("video", help="a video written by generate (OUT/<video-id>.mp4; its .lowres.mp4 beside it is "
+                   "shown above it), or any video file")
+    p.add_argument("--frames", type=int, default=6, help="frames shown, spread evenly from first to last (default 6)")
+    p.add_argument("--out", default=None, help="the PNG to write (default: VIDEO with .preview.png)")
 
     c = sub.add_parser("convert-official", help="convert the released streaming_t2v.ckpt into a StreamingT2V directory")
     c.add_argument("checkpoint")
@@ -96,7 +104,51 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"resuming {request.video_id}: {len(resumed)} chunk(s) already finished", file=sys.stderr)
     with _ProgressBars() as bars:
         record = generate_video(request, stages, store, bars.progress())
-    print(record["artifacts"]["video"])
+    print(summary_line(record))
+    artifacts = record["artifacts"]
+    for label, key in (("low res", "low_res_video"), ("record", "record"), ("video", "video")):
+        if key in artifacts:
+            print(f"{label + ':':9}{artifacts[key]}")
+    return 0
+
+
+def summary_line(record: dict) -> str:
+    """One line of what a run made and how long each stage took (from its record)."""
+    size, t, params = record["size"], record["timings"], record["params"]
+    text = f"{record['frames']} frames, {size['width']}x{size['height']}"
+    if (size["low_res_width"], size["low_res_height"]) != (size["width"], size["height"]):
+        text += f" (low res {size['low_res_width']}x{size['low_res_height']})"
+    text += f", {params['fps']} fps"
+    stages = [(name, t.get(key)) for name, key in (("init-chunk", "init_s"), ("extend", "extend_s"),
+                                                     ("refine", "refine_s"))]
+    timed = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stages if seconds is not None)
+    if "total_s" in t:
+        text += f" in {t['total_s']:.1f} s" + (f" ({timed})" if timed else "")
+    return text
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from evaluation.preview import strip_png
+    from infra import storage
+    from infra.video_io import read_video
+
+    if not storage.exists(args.video):
+        raise ConfigError("video", args.video, "an existing video file")
+    if args.frames < 1:
+        raise ConfigError("frames", args.frames, "an integer >= 1")
+    rows = []
+    low_res = args.video.removesuffix(".mp4") + ".lowres.mp4"
+    if args.video.endswith(".mp4") and not args.video.endswith(".lowres.mp4") and storage.exists(low_res):
+        rows.append(("low res", read_video(low_res)))
+    rows.append(("refined" if rows else "video", read_video(args.video)))
+    record_uri = args.video.removesuffix(".mp4") + ".json"
+    title = ""
+    if storage.exists(record_uri):
+        params = json.loads(storage.read_bytes(record_uri)).get("params", {})
+        title = params.get("prompt", "")
+    out = args.out or args.video.removesuffix(".mp4") + ".preview.png"
+    storage.write_bytes(out, strip_png(rows, args.frames, title))
+    print(out)
     return 0
 
 
@@ -186,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
-        return _generate(args) if args.command == "generate" else _convert(args)
+        commands = {"generate": _generate, "preview": _preview, "convert-official": _convert}
+        return commands[args.command](args)
     except ConfigError as exc:
         print(f"streamingt2v: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

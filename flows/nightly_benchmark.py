@@ -34,6 +34,7 @@ from pydantic import Field
 from evaluation import history, plots
 from evaluation.cli import FLOW_METHODS, FLOW_SIZES
 from evaluation.metrics import METRIC_NAMES, FlowConfig, ModelPaths, evaluate_video
+from evaluation.preview import strip_png
 from evaluation.prompt_sets import PROMPT_SETS
 from flows.generate_batch import (BATCH_EXCLUDED, MANIFEST_NAME, build_requests, commit_manifest, open_manifest,
                                   read_prompts, run_on_ray)
@@ -43,7 +44,7 @@ from infra.params import takes_parameters
 from infra.prompts import load_prompts
 from infra.video_io import read_video
 from models.errors import ConfigError, require
-from models.request import GenerationRequest
+from models.request import GenerationRequest, with_preset_defaults
 
 CAM_VARIANTS = ("cam", "conc-cond")
 NIGHTLY_DEFAULTS = {"num_frames": 240}  # the paper's test videos (Sec. 5.2); the rest: the request defaults
@@ -136,15 +137,30 @@ append_history = task(history.append_run, name="append-history", retries=3, retr
 
 
 @task(retries=3, retry_delay_seconds=2)
-def publish_plots(plots_uri: str, trend_rows: list[dict], worst: list[dict]) -> dict[str, str]:
-    """Write the metric-trend plot and the X-T slice panel of the worst videos; returns their URIs."""
+def publish_plots(plots_uri: str, trend_rows: list[dict], worst: list[dict], best: dict | None = None
+                  ) -> dict[str, str]:
+    """Write the metric-trend plot, the X-T slice panel of the worst videos and frame strips (low
+    res above refined) of the worst and the best video; returns their URIs."""
     labels = [f"{row['prompt'][:40]}\nMAWE {_number(row['mawe'])}, SCuts {_number(row['scuts'])}" for row in worst]
     uris = {"metric_trends": storage.join(plots_uri, "metric_trends.png"),
             "worst_xt_slices": storage.join(plots_uri, "worst_xt_slices.png")}
     storage.write_bytes(uris["metric_trends"], plots.metric_trends_png(trend_rows))
     videos = [(label, read_video(row["video_uri"])) for label, row in zip(labels, worst)]
     storage.write_bytes(uris["worst_xt_slices"], plots.xt_slices_png(videos))
+    for name, row in (("worst_strip", worst[0] if worst else None), ("best_strip", best)):
+        if row is not None:
+            uris[name] = storage.join(plots_uri, f"{name}.png")
+            storage.write_bytes(uris[name], video_strip(row))
     return uris
+
+
+def video_strip(row: dict) -> bytes:
+    """The frame strip of a manifest row's video, its low-res video above it when refined."""
+    rows = [("refined" if row.get("refine") else "video", read_video(row["video_uri"]))]
+    if row.get("refine") and row.get("low_res_uri") and row["low_res_uri"] != row["video_uri"]:
+        rows.insert(0, ("low res", read_video(row["low_res_uri"])))
+    title = f"{row['prompt'][:80]}: MAWE {_number(row.get('mawe'))}, SCuts {_number(row.get('scuts'))}"
+    return strip_png(rows, title=title)
 
 
 def _number(value: float | None, signed: bool = False) -> str:
@@ -243,6 +259,7 @@ def nightly_benchmark(
     from stages.sources import ModelSources
 
     # Everything is validated before any work starts.
+    request = with_preset_defaults(request)  # the run's settings as they are run and recorded
     require(run_id is None or RUN_ID.fullmatch(run_id) is not None, "run_id", run_id,
             "a run directory's name: letters, digits, '-' and '_' (1-64 characters), or None for a new run")
     require(cam_variant in CAM_VARIANTS, "cam_variant", cam_variant, f"one of {list(CAM_VARIANTS)}")
@@ -273,7 +290,8 @@ def nightly_benchmark(
     previous = history.previous_summary(history_uri, run["run_id"], settings)
     plots_uri = storage.join(posixpath.dirname(history_uri) or ".", "plots", run["run_id"])
     finished = [row for row in manifest.rows.values() if row["status"] == "done"]
-    links = publish_plots(plots_uri, history.summaries(table, settings), plots.worst_videos(finished, WORST_VIDEOS))
+    links = publish_plots(plots_uri, history.summaries(table, settings), plots.worst_videos(finished, WORST_VIDEOS),
+                          plots.best_video(finished))
     create_markdown_artifact(markdown=summary_markdown(run, summary, previous, missing, links), key=MARKDOWN_KEY,
                              description=f"nightly benchmark {run['run_id']}: {label}")
     get_run_logger().info("nightly benchmark %s: %d finished, %d failed; history %s", run["run_id"],

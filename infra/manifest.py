@@ -52,8 +52,9 @@ def _arrow_type(python_type: Any) -> pa.DataType:
     raise TypeError(f"no manifest column type for a request parameter of type {python_type!r}")
 
 
-# One column per request parameter, typed from GenerationRequest's fields.
-REQUEST_TYPES: dict[str, pa.DataType] = {leaf.name: _arrow_type(leaf.hint) for leaf in leaves(GenerationRequest)
+# One column per request parameter, typed from GenerationRequest's fields (a row holds the values run:
+# a parameter the preset sets is never null).
+REQUEST_TYPES: dict[str, pa.DataType] = {leaf.name: _arrow_type(leaf.base_type) for leaf in leaves(GenerationRequest)
                                          if leaf.name not in NOT_PARAMETERS}
 REQUEST_COLUMNS: tuple[str, ...] = tuple(REQUEST_TYPES)
 

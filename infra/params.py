@@ -31,7 +31,8 @@ def _help(leaf: Leaf) -> str:
     if leaf.base_type is not bool and default not in (None, "") and not leaf.required:
         text += f" (default {default})"
     if leaf.base_type is bool:
-        return f"turn off: {text}" if leaf.default is True else text
+        return f"turn off: {text}" if leaf.default is True else text + (f"; unset: {leaf.spec.unset}"
+                                                                          if leaf.spec.unset else "")
     return f"{text}; {leaf.allowed()}"
 
 
@@ -58,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
             target = groups[leaf.group]
         if leaf.name in positional:
             target.add_argument(leaf.name, help=help_)
+        elif leaf.base_type is bool and leaf.default is None:  # unset, on or off: --name / --no-name
+            target.add_argument(flag(leaf), dest=leaf.name, help=help_, default=None,
+                                action=argparse.BooleanOptionalAction)
         elif leaf.base_type is bool:
             target.add_argument(flag(leaf), dest=leaf.name, help=help_,
                                 action="store_false" if leaf.default is True else "store_true")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from models.errors import ConfigError, require
 from models.guidance import GuidanceWeights
@@ -16,6 +17,25 @@ from models.seeding import MAX_SEED
 MIN_FRAMES = 16  # one init chunk
 MAX_FRAMES = 4800  # without --force: 8 minutes at 10 FPS (the paper shows up to 1200 frames)
 MAX_FPS = 120
+
+
+# The parameters whose default depends on the preset: a request that leaves one unset (None) takes
+# its preset's value. The modelscope preset runs the paper's settings; the tiny preset's finish the
+# README's first command within 2 minutes on 2 CPU cores and give the toy models' best videos
+# (docs/toyworld.md).
+PAPER_SETTINGS: dict[str, Any] = {"num_inference_steps": 50, "refine_steps": 50, "refine_guidance": 7.5,
+                                  "condition_replacement": False}
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "modelscope": PAPER_SETTINGS,
+    "tiny": {"num_inference_steps": 20, "refine_steps": 10, "refine_guidance": 1.0, "condition_replacement": True},
+}
+
+
+DEFAULT_PRESET = "tiny"
+
+
+def _by_preset(name: str) -> str:
+    return "the preset's: " + ", ".join(f"{p} {v[name]}" for p, v in PRESET_DEFAULTS.items() if name in v)
 
 
 # The parameters of the first ids. Every parameter added since enters a request's id only when set
@@ -39,34 +59,41 @@ class GenerationRequest:
     negative_prompt: str = param("", help="the text of the unconditional guidance branch")
     guidance_text: float = param(7.5, help="omega_text of Eq. 13 (paper: 7.5)", ge=0)
     guidance_anchor: float = param(7.5, help="omega_anchor of Eq. 13 (paper: 7.5)", ge=0)
-    num_inference_steps: int = param(50, help="DDIM steps of init-chunk and autoregressive-extend (paper: 50)",
-                                     ge=1, le=1000, flag="--steps")
+    num_inference_steps: int | None = param(None, help="DDIM steps of init-chunk and autoregressive-extend "
+                                            "(paper: 50)", ge=1, le=1000, flag="--steps",
+                                            unset=_by_preset("num_inference_steps"))
     refine: bool = param(True, help="refine the low-resolution video (Sec. 4.3)")
     blend: BlendMode = param("randomized", help="how refinement chunks join: randomized blending (Eq. 8), or "
                              "the ablations shared-noise and independent (App. D.3)")
-    refine_steps: int = param(50, help="DDIM step spacing of refine; from T' = 600 the paper's 50 take 30 steps",
-                              ge=1, le=1000)
-    refine_guidance: float = param(7.5, help="text guidance weight of refine", ge=0)
+    refine_steps: int | None = param(None, help="DDIM step spacing of refine; from T' = 600 the paper's 50 take 30 "
+                                     "steps", ge=1, le=1000, unset=_by_preset("refine_steps"))
+    refine_guidance: float | None = param(None, help="text guidance weight of refine (paper: 7.5; 1 evaluates the "
+                                          "text branch alone, half the compute)",
+                                          ge=0, unset=_by_preset("refine_guidance"))
     anchor_frame: int = param(0, help="frame of the first chunk used as APM's anchor", ge=0, le=MIN_FRAMES - 1,
                               note="(a frame of the first chunk)")
     apm: bool = param(True, help="condition on the anchor frame through APM (Sec. 4.2); without it: the 'w/o APM' "
                       "ablation, text guidance only")
-    condition_replacement: bool = param(
-        False, beyond_paper=True,
+    condition_replacement: bool | None = param(
+        None, beyond_paper=True,
         help="pin each extension chunk's re-covering frames to the previous chunk's latents noised to every "
-             "step's t (the replacement method of Video Diffusion Models; models.streaming_t2v.ConditionReplacement)")
+             "step's t (the replacement method of Video Diffusion Models; models.streaming_t2v.ConditionReplacement)",
+        unset=_by_preset("condition_replacement"))
     fps: int = param(10, help="frame rate of the written videos", ge=1, le=MAX_FPS)
-    preset: str = param("tiny", help="model sizes and default weights", choices=tuple(PRESETS))
+    preset: str = param(DEFAULT_PRESET, help="model sizes and default weights", choices=tuple(PRESETS))
     force: bool = param(False, compare=False, help=f"allow more than {MAX_FRAMES} frames")
 
     def __post_init__(self) -> None:
+        for name, value in with_preset_defaults({name: getattr(self, name) for name in (*PAPER_SETTINGS, "preset")
+                                                 }).items():
+            object.__setattr__(self, name, value)
         limit = "any integer >= 16 (with force)" if self.force else f"an integer in [{MIN_FRAMES}, {MAX_FRAMES}] " \
             "(pass --force for longer videos)"
         require(isinstance(self.num_frames, int) and not isinstance(self.num_frames, bool)
                 and self.num_frames >= MIN_FRAMES and (self.force or self.num_frames <= MAX_FRAMES),
                 "num_frames", self.num_frames, limit)
+        check(self, skip=("num_frames",))  # before GuidanceWeights: errors name the request's fields
         GuidanceWeights(self.guidance_text, self.guidance_anchor)
-        check(self, skip=("num_frames",))
 
     @property
     def guidance(self) -> GuidanceWeights:
@@ -101,8 +128,17 @@ class GenerationRequest:
                                   "(shorten it, or pass --truncate-prompt to keep the first 77)")
 
 
+def with_preset_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (request parameters, e.g. a flow's batch-wide ones) with each unset (None)
+    parameter that depends on the preset set to the preset's value."""
+    preset_values = PRESET_DEFAULTS.get(values.get("preset", DEFAULT_PRESET), PAPER_SETTINGS)
+    return {**values, **{k: v for k, v in preset_values.items() if values.get(k) is None}}
+
+
 NOT_PARAMETERS = ("force",)  # lifts a limit; neither part of a video's identity nor of the manifest
-PARAM_DEFAULTS: dict[str, object] = {leaf.name: leaf.default for leaf in leaves(GenerationRequest)
-                                     if leaf.name not in NOT_PARAMETERS and not leaf.required}
-"""The default of every request parameter that has one (``force`` is not a parameter: it only lifts
-a limit); the one table the Serve body and the batch manifest fill in from."""
+PARAM_DEFAULTS: dict[str, object] = {
+    **{leaf.name: leaf.default for leaf in leaves(GenerationRequest) if leaf.name not in NOT_PARAMETERS
+       and not leaf.required}, **PAPER_SETTINGS}
+"""The value of every request parameter that has a default, with the paper's settings for those the
+preset sets (``force`` is not a parameter: it only lifts a limit): what a manifest row or a history
+row written before a parameter existed had, and what a video id leaves out."""

@@ -61,10 +61,17 @@ def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
     def save(chunk: Chunk, out: ChunkOutput) -> None:
         store.save_chunk(chunk.index, out.latents)
 
+    def kept(chunk: Chunk, frames: torch.Tensor) -> None:
+        if chunk.index == 0:
+            timings["init_s"] = time.perf_counter() - t0
+        if progress.chunk_done is not None:
+            progress.chunk_done(chunk, frames)
+
     low_res = generate_low_res(
         request, stages.init, stages.extend, load_chunk=lambda c: store.load_chunk(c.index), on_chunk=save,
-        on_step=lambda c: progress.chunk_step(c, len(plan)), on_kept=progress.chunk_done)
+        on_step=lambda c: progress.chunk_step(c, len(plan)), on_kept=kept)
     timings["low_res_s"] = time.perf_counter() - t0
+    timings["extend_s"] = timings["low_res_s"] - timings["init_s"]
     low_res_u8 = to_uint8(low_res)
     write_mp4(low_res_u8, store.low_res_video, request.fps)
 
@@ -91,7 +98,7 @@ def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
                  "low_res_height": int(low_res.shape[-2]), "low_res_width": int(low_res.shape[-1])},
         "refine": asdict(stages.refine.config_for(request)) if refined is not None else None,
         "timings": timings,
-        "artifacts": {"video": store.final_video, "low_res_video": store.low_res_video,
+        "artifacts": {"video": store.final_video, "low_res_video": store.low_res_video, "record": store.record,
                       "chunk_latents": [store.chunk_uri(c.index) for c in plan.chunks]},
         "environment": {"torch": torch.__version__, "diffusers": diffusers.__version__,
                         "python": platform.python_version(), "device": str(stages.extend.model.device)},

@@ -74,7 +74,10 @@ class RefineSession:
 
     @torch.no_grad()
     def noise(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """Text classifier-free guidance of the refiner, one chunk at a time."""
+        """Text classifier-free guidance of the refiner, one chunk at a time; at weight 1 the
+        guided noise is the text branch's, which alone is evaluated (half the UNet work)."""
+        if self.guidance == 1.0:
+            return self.model.unet(x, t, self.text[1:]).sample
         eps_null, eps_text = self.model.unet(torch.cat([x, x]), t, self.text).sample.chunk(2)
         return text_cfg(eps_null, eps_text, self.guidance)
 

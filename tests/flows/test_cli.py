@@ -100,12 +100,48 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_video(tmp_path):
 
 
 @pytest.mark.integration  # a whole `streamingt2v generate` run
-def test_condition_replacement_reaches_the_request_and_its_id(tmp_path):
+def test_condition_replacement_reaches_the_request_and_its_id(tmp_path, capsys):
+    """The tiny preset turns condition replacement on; --no-condition-replacement turns it off,
+    and the id and the record follow the value run."""
+    import json
+
     from models.request import GenerationRequest
 
     assert main(["generate", "A camel resting on the snow field.", "--num-frames", "24", "--no-refine",
-                 "--out", str(tmp_path), "--steps", "2", "--condition-replacement"]) == 0
+                 "--out", str(tmp_path), "--steps", "2", "--no-condition-replacement"]) == 0
     request = GenerationRequest("A camel resting on the snow field.", num_frames=24, refine=False,
-                                num_inference_steps=2, condition_replacement=True)
+                                num_inference_steps=2, condition_replacement=False)
+    assert request.video_id != GenerationRequest("A camel resting on the snow field.", num_frames=24, refine=False,
+                                                 num_inference_steps=2).video_id
     written = {p.name.split(".")[0] for p in tmp_path.iterdir() if p.suffix == ".mp4"}
     assert written == {request.video_id}
+    record = json.loads((tmp_path / f"{request.video_id}.json").read_text())
+    assert record["params"]["condition_replacement"] is False and record["params"]["refine_steps"] == 10
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("24 frames, 64x64, 10 fps in ") and "init-chunk" in lines[0] and "extend" in lines[0]
+    assert lines[-1] == f"video:   {tmp_path / request.video_id}.mp4"
+
+def test_preview_draws_the_low_res_video_above_the_refined_one(tmp_path, capsys):
+    """`streamingt2v preview OUT/<id>.mp4` finds <id>.lowres.mp4 and writes a PNG strip with both."""
+    import cv2
+    import numpy as np
+
+    from infra.video_io import write_mp4
+
+    low = np.zeros((16, 32, 32, 3), np.uint8)
+    low[:, :, :, 0] = 200  # red
+    high = np.zeros((16, 64, 64, 3), np.uint8)
+    high[:, :, :, 2] = 200  # blue
+    write_mp4(low, str(tmp_path / "abc.lowres.mp4"), 10)
+    write_mp4(high, str(tmp_path / "abc.mp4"), 10)
+    assert main(["preview", str(tmp_path / "abc.mp4"), "--frames", "4"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == str(tmp_path / "abc.preview.png")
+    strip = cv2.imread(out)[:, :, ::-1]
+    from evaluation.preview import GAP, HEADER, LABEL_WIDTH
+
+    assert strip.shape == (HEADER + 2 * (64 + GAP), LABEL_WIDTH + 4 * (64 + GAP), 3)
+    top, bottom = strip[HEADER + 32, LABEL_WIDTH + 32], strip[HEADER + 64 + GAP + 32, LABEL_WIDTH + 32]
+    assert top[0] > 150 and top[2] < 60 and bottom[2] > 150 and bottom[0] < 60
+    assert main(["preview", str(tmp_path / "missing.mp4")]) == 2
+    assert "video=" in capsys.readouterr().err

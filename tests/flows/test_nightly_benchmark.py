@@ -57,6 +57,7 @@ def test_two_nights_fill_the_manifest_append_the_history_and_compare(prefect_har
     mawes = [row["mawe"] for row in manifest.rows.values()]
     assert summary["mawe"] == pytest.approx(sum(mawes) / 2) == first["means"]["mawe"]
     assert summary["extend_s"] > 0 and summary["clip_score"] is None
+    assert {"metric_trends", "worst_xt_slices", "worst_strip", "best_strip"} == set(first["plots"])
     for uri in first["plots"].values():
         assert uri.startswith(str(tmp_path / "history" / "plots" / first["run_id"])) and cv2.imread(uri) is not None
     markdown = _latest_markdown()
