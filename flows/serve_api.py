@@ -1,7 +1,7 @@
 """Text to long video over HTTP: a Ray Serve application for single requests.
 
     serve run serve_config.yaml                          # the GPU cluster of ray_cluster.yaml
-    serve run flows.serve_api:app root=outputs/serve      # local, tiny preset
+    serve run flows.serve_api:app root=outputs/serve auth=none   # local, tiny preset, no token
 
 Endpoints (JSON unless noted; the OpenAPI schema is at /openapi.json):
 
@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 import torch
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
@@ -63,8 +65,10 @@ from infra.video_io import to_uint8, write_mp4
 from models.errors import ConfigError
 from models.request import MIN_FRAMES, NOT_PARAMETERS, GenerationRequest
 from stages.generate import Progress, Stages, generate_video
+from stages.pools import error_message
 from stages.sources import ModelSources
 
+LOG = logging.getLogger("ray.serve")
 TOKEN_ENV = "STREAMINGT2V_API_TOKEN"
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps idle proxies from closing the stream
 
@@ -91,8 +95,25 @@ class ServeArgs(BaseModel):
     max_queue: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_QUEUE", 8), ge=1)
     max_frames: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_FRAMES", 1200), ge=MIN_FRAMES)
     max_body_bytes: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_BODY_BYTES", 16 * 1024), ge=1)
+    max_steps: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_STEPS", 100), ge=1)  # DDIM steps
+    max_guidance: float = Field(30.0, gt=0, allow_inf_nan=False)  # each guidance weight
     retry_after_s: int = Field(10, ge=1)
     api_token: str | None = None  # else the STREAMINGT2V_API_TOKEN environment variable of the API replicas
+    auth: Literal["token", "none"] = "token"  # none: serve without a token (a loopback or trusted network only)
+
+    def token(self, environ: Mapping[str, str] = os.environ) -> str | None:
+        """The bearer token (stripped) this service requires, or None with ``auth: none``. A
+        service that should require one but has none (unset, empty or blank) refuses to start
+        rather than serve without auth."""
+        token = (self.api_token if self.api_token is not None else environ.get(TOKEN_ENV, "")).strip()
+        if self.auth == "none":
+            if token:
+                raise ConfigError("auth", self.auth, f"'token' when a token is given (api_token or {TOKEN_ENV})")
+            return None
+        if not token:
+            raise ConfigError("api_token", self.api_token, f"a non-blank bearer token (api_token, or {TOKEN_ENV} in "
+                              "the API replicas' environment), or auth=none to serve without auth")
+        return token
 
 
 VideoBody = body_model(GenerationRequest, "VideoBody", exclude=NOT_PARAMETERS, doc=(
@@ -156,8 +177,9 @@ class Generator:
         except Cancelled:
             ask("finish", "cancelled")
             return "cancelled"
-        except Exception as error:  # the job fails, the replica keeps serving
-            ask("finish", "failed", f"{type(error).__name__}: {error}")
+        except Exception as error:  # the job fails, the replica keeps serving; details stay in the log
+            LOG.exception("job %s attempt %d failed", video_id, attempt)
+            ask("finish", "failed", error_message(error))
             return "failed"
         timings = {k: v for k, v in record["timings"].items() if k in ("refine_s", "total_s")}
         artifacts = {"video_uri": store.final_video, "low_res_uri": store.low_res_video,
@@ -176,7 +198,7 @@ class VideoAPI:
         self.owner = owner
         self.generator = generator
         self.args = args
-        self.token = args.api_token or os.environ.get(TOKEN_ENV) or None
+        self.token = args.token()
         self.dispatched: set[asyncio.Task] = set()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -194,8 +216,8 @@ class VideoAPI:
             await self.generator.run.remote(params, attempt)
         except Exception as error:  # the replica died: the job fails (a no-op if it had finished)
             video_id = GenerationRequest(**params, force=True).video_id
-            await self.owner.finish.remote(video_id, attempt, "failed", f"generation replica: {type(error).__name__}: "
-                                           f"{error}")
+            LOG.error("job %s attempt %d: generation replica failed: %r", video_id, attempt, error)
+            await self.owner.finish.remote(video_id, attempt, "failed", f"generation replica: {error_message(error)}")
 
 
 # --- HTTP ---------------------------------------------------------------------------------------
@@ -232,7 +254,15 @@ def generation_request(body: VideoBody, args: ServeArgs) -> GenerationRequest:
                           "(this service's limit)")
     if body.preset != args.preset:
         raise ConfigError("preset", body.preset, f"{args.preset!r} (the preset this service runs)")
-    return GenerationRequest(**body.model_dump(), force=True)  # force: max_frames above is the upper bound
+    request = GenerationRequest(**body.model_dump(), force=True)  # force: max_frames above is the upper bound
+    for name in ("num_inference_steps", "refine_steps"):
+        if getattr(request, name) > args.max_steps:
+            raise ConfigError(name, getattr(request, name), f"an integer in [1, {args.max_steps}] (this service's limit)")
+    for name in ("guidance_text", "guidance_anchor", "refine_guidance"):
+        if getattr(request, name) > args.max_guidance:
+            raise ConfigError(name, getattr(request, name), f"a number in [0, {args.max_guidance:g}] (this service's "
+                              "limit)")
+    return request
 
 
 def _links(request: Request, job: dict) -> dict:
@@ -357,6 +387,8 @@ def _replica_options(pool: PoolConfig) -> dict[str, Any]:
 def app(args: dict) -> serve.Application:
     """The application builder that serve_config.yaml names (``import_path: flows.serve_api:app``)."""
     config = ServeArgs.model_validate(args)
+    if config.auth == "none" or config.api_token is not None:  # else the replicas' environment gives it
+        config.token()
     sources = ModelSources(preset=config.preset, base_model=config.base_model, streaming_model=config.streaming_model,
                            refiner=config.refiner, device=config.device, dtype=config.dtype)
     pool = ClusterConfig.load(config.pools).extend

@@ -50,7 +50,8 @@ class Service:
         from flows.serve_api import app
 
         serve.start(http_options={"host": "127.0.0.1", "port": self.port})
-        serve.run(app({"root": self.root, "max_queue": MAX_QUEUE, "retry_after_s": 3, **args}), name="streamingt2v",
+        serve.run(app({"root": self.root, "max_queue": MAX_QUEUE, "retry_after_s": 3,
+                       **({"auth": "none"} if "api_token" not in args else {}), **args}), name="streamingt2v",
                   route_prefix="/")
 
 
@@ -198,6 +199,9 @@ BAD_BODIES = [
     ('{"prompt": "x", "unknown": Infinity}', 422, "unknown"),
     ('{"prompt": "x", "\\ud800": 1}', 422, None),
     ({"prompt": "x", "guidance_text": -1.0}, 422, "guidance_text"),
+    ({"prompt": "x", "num_inference_steps": 1000}, 422, "num_inference_steps"),  # service caps
+    ({"prompt": "x", "refine_steps": 101}, 422, "refine_steps"),
+    ({"prompt": "x", "guidance_anchor": 1e308}, 422, "guidance_anchor"),
 ]
 
 
@@ -325,6 +329,28 @@ def test_the_body_defaults_are_the_request_defaults():
     fields = {name: info.default for name, info in VideoBody.model_fields.items() if name != "prompt"}
     assert fields == {name: None if name in PAPER_SETTINGS else PARAM_DEFAULTS[name] for name in fields}
     assert GenerationRequest(**VideoBody(prompt="x").model_dump()) == GenerationRequest("x")
+
+
+@pytest.mark.parametrize("args,environ,expected", [
+    ({}, {"STREAMINGT2V_API_TOKEN": " s3cret \n"}, "s3cret"),
+    ({"api_token": "mine"}, {}, "mine"),
+    ({"auth": "none"}, {}, None),
+    ({}, {}, "api_token"), ({}, {"STREAMINGT2V_API_TOKEN": ""}, "api_token"),
+    ({"api_token": "   "}, {}, "api_token"), ({"auth": "none", "api_token": "x"}, {}, "auth"),
+])
+def test_the_service_requires_a_token_unless_auth_is_turned_off(args, environ, expected):
+    """An empty or blank token never turns auth off (or locks everyone out): the service refuses
+    to start and says how to configure it."""
+    from flows.serve_api import ServeArgs
+    from models.errors import ConfigError
+
+    config = ServeArgs.model_validate(args)
+    if expected in ("api_token", "auth"):
+        with pytest.raises(ConfigError) as error:
+            config.token(environ)
+        assert error.value.field == expected and "auth=none" in str(error.value) or expected == "auth"
+    else:
+        assert config.token(environ) == expected
 
 
 def test_an_error_never_echoes_what_json_cannot_carry():
