@@ -152,7 +152,7 @@ def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manif
             row["total_s"] = time.perf_counter() - starts.get(video_id, time.perf_counter())
             row["error"] = None
         manifest.update(video_id, **row)
-        commit_manifest.fn(manifest, manifest_uri)
+        save_manifest(manifest, manifest_uri)
         if fields.get("status") in ("done", "failed"):
             done += 1
             update_progress_artifact(progress, 100.0 * done / total, description=f"{done}/{total} videos finished")
@@ -160,8 +160,43 @@ def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manif
     pools = Pools.create(sources, cluster, refine=wants_refine)
     try:
         jobs = [VideoJob(r.params(), output_uri) for r in requests]
-        return BatchScheduler(pools, sources, on_update=on_update).run(jobs)
+        results = BatchScheduler(pools, sources, on_update=on_update).run(jobs)
     finally:
         pools.shutdown()
         if started_here:
             ray.shutdown()
+    commit_manifest(manifest, manifest_uri)  # the final state, with the task's retries
+    return results
+
+
+def _logger():
+    """The flow run's logger, or this module's outside a flow run."""
+    import logging
+
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def save_manifest(manifest: BatchManifest, uri: str, tries: int = 3, delay_s: float = 0.5) -> bool:
+    """Commit the manifest after a scheduler event, retrying with backoff. A write that still
+    fails does not stop the batch: the rows stay in memory and the next event's whole-file write
+    (at the latest the final commit) saves them. Returns whether this write landed."""
+    import time
+
+    from stages.pools import error_message
+
+    for attempt in range(tries):
+        try:
+            manifest.write(uri)
+            return True
+        except Exception as error:  # storage errors differ by filesystem; all are retried
+            if attempt + 1 == tries:
+                _logger().warning("manifest %s not saved (%s); the next event writes it again", uri,
+                                  error_message(error))
+                return False
+            time.sleep(delay_s * 2 ** attempt)
+    return False

@@ -44,7 +44,7 @@ def test_three_prompts_end_to_end_then_a_rerun_skips_them(prefect_harness, ray_l
         assert (row["status"], row["init_status"], row["extend_status"], row["refine_status"]) == ("done",) * 4
         assert row["chunks_done"] == row["chunks_total"] == 2 and row["attempts"] == 1 and row["error"] is None
         assert row["init_s"] > 0 and row["extend_s"] > 0 and row["refine_s"] > 0 and row["total_s"] > 0
-        assert read_video(row["video_uri"]).shape == (24, 80, 80, 3)
+        assert read_video(row["video_uri"]).shape == (24, 128, 128, 3)
         assert read_video(row["low_res_uri"]).shape == (24, 64, 64, 3)
     assert [r["prompt"] for r in manifest.rows.values()] == PROMPTS
     table = _artifacts("generate-batch-videos")
@@ -84,3 +84,28 @@ def test_batch_on_s3(prefect_harness, ray_local, s3_bucket):
     (row,) = BatchManifest.read(f"{out}/manifest.parquet").rows.values()
     assert row["video_uri"].startswith("s3://") and row["refine_status"] == "skipped"
     assert read_video(row["video_uri"]).shape == (16, 64, 64, 3)
+
+
+def test_a_failed_manifest_save_retries_and_never_ends_the_batch(tmp_path, monkeypatch):
+    """Each scheduler event's save is retried; one that still fails is logged and left to the
+    next event's whole-file write, instead of ending the batch."""
+    from flows.generate_batch import save_manifest
+    from infra.manifest import BatchManifest
+    from models.request import GenerationRequest
+
+    manifest = BatchManifest.create("b", [GenerationRequest("a camel")])
+    uri = str(tmp_path / "manifest.parquet")
+    calls = []
+    write = BatchManifest.write
+
+    def flaky(self, target):
+        calls.append(target)
+        if len(calls) < 3:
+            raise OSError("SlowDown")
+        write(self, target)
+
+    monkeypatch.setattr(BatchManifest, "write", flaky)
+    assert save_manifest(manifest, uri, delay_s=0.0) and len(calls) == 3
+    assert len(BatchManifest.read(uri)) == 1
+    monkeypatch.setattr(BatchManifest, "write", lambda self, target: (_ for _ in ()).throw(OSError("down")))
+    assert save_manifest(manifest, uri, tries=2, delay_s=0.0) is False  # no exception: the batch goes on
