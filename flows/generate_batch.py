@@ -46,10 +46,18 @@ def commit_manifest(manifest: BatchManifest, uri: str) -> None:
 def open_manifest(uri: str, batch_id: str, requests: list[GenerationRequest]) -> BatchManifest:
     manifest = BatchManifest.read(uri) if storage.exists(uri) else BatchManifest(batch_id)
     merge = manifest.merge_requests(requests)
-    get_run_logger().info("manifest %s: %d new, %d finished (skipped), %d to resume, %d dropped", uri,
-                          len(merge.added), len(merge.finished), len(merge.resumed), len(merge.dropped))
+    lost = [vid for vid in merge.finished if not _video_exists(manifest.row(vid))]
+    for vid in lost:  # done only with its video: rebuild what is missing from the stored chunks
+        manifest.update(vid, status="pending", error=None)
+    get_run_logger().info("manifest %s: %d new, %d finished (skipped), %d to resume, %d dropped, %d done without "
+                          "their video (rebuilt)", uri, len(merge.added), len(merge.finished) - len(lost),
+                          len(merge.resumed), len(merge.dropped), len(lost))
     manifest.write(uri)
     return manifest
+
+
+def _video_exists(row: dict) -> bool:
+    return bool(row.get("video_uri")) and storage.exists(row["video_uri"])
 
 
 def build_requests(rows: list[dict], defaults: dict) -> list[GenerationRequest]:

@@ -101,10 +101,15 @@ class _Running:
 
 
 def first_stage(job: VideoJob) -> str:
-    """Where a (re-)run of this video starts, from what storage already holds."""
+    """Where a (re-)run of this video starts, from what storage already holds: done only when the
+    final video exists (a run that stopped after the low-res frames but before the final MP4
+    publishes it again from the stored chunks)."""
     store = job.store
     if storage.exists(store.low_res_frames):
-        return "refine" if job.request.refine else "done"
+        if storage.exists(store.final_video):
+            return "done"
+        if job.request.refine:
+            return "refine"
     return "extend" if store.load_chunk(0) is not None else "init"
 
 

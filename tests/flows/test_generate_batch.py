@@ -4,6 +4,7 @@ manifest, videos, artifacts, re-runs, parameter validation, and an S3 output."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -55,6 +56,17 @@ def test_three_prompts_end_to_end_then_a_rerun_skips_them(prefect_harness, ray_l
 
     again = generate_batch(prompts=PROMPTS, output_uri=out, num_frames=24, **FAST)
     assert again["counts"] == {"done": 3} and again["ran"] == 0
+
+    # A row is done only with its video: one that went missing is rebuilt (refined again from the
+    # stored low-res frames) and the others are left alone.
+    lost = next(iter(manifest.rows.values()))
+    kept = {row["video_uri"]: os.stat(row["video_uri"]).st_mtime_ns for row in manifest.rows.values()
+            if row is not lost}
+    os.remove(lost["video_uri"])
+    rebuilt = generate_batch(prompts=PROMPTS, output_uri=out, num_frames=24, **FAST)
+    assert rebuilt["counts"] == {"done": 3} and rebuilt["ran"] == 1
+    assert read_video(lost["video_uri"]).shape == (24, 128, 128, 3)
+    assert {uri: os.stat(uri).st_mtime_ns for uri in kept} == kept
 
 
 @pytest.mark.parametrize("params,field", [

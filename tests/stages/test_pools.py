@@ -67,7 +67,7 @@ def test_batch_streams_through_the_pools_and_contains_a_storage_error(local_pool
     assert results[ids[0]]["status"] == results[ids[2]]["status"] == "done"
     assert results[ids[1]]["status"] == "failed" and "Error" in results[ids[1]]["error"]
     for job in (jobs[0], jobs[2]):
-        assert read_video(job.store.final_video).shape == (24, 80, 80, 3)
+        assert read_video(job.store.final_video).shape == (24, 128, 128, 3)
     # Pipelining: the third video's init started before the first video's refine finished.
     start_init_3 = next(t for t, v, f in events if v == ids[2] and f.get("init_status") == "running")
     end_refine_1 = next(t for t, v, f in events if v == ids[0] and f.get("refine_status") == "done")
@@ -104,3 +104,23 @@ def test_pools_that_cannot_fit_a_fixed_cluster_are_reported():
     assert LOCAL.unmet({"CPU": 1.0}) == {"CPU": (2.0, 1.0)}
     assert set(GPU.unmet({"CPU": 1000, "GPU": 100})) == {"memory_gb:80", "memory_gb:141", "accelerator_type:H200"}
     assert GPU.unmet({"CPU": 80, "GPU": 10, "memory_gb:80": 6, "memory_gb:141": 4, "accelerator_type:H200": 1}) == {}
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_a_video_is_done_only_when_its_final_mp4_exists(tmp_path, refine):
+    """A run that stopped after the low-res frames but before the final MP4 starts again where
+    the MP4 is made (extend republishes from the stored chunks; refine refines), never 'done'."""
+    import numpy as np
+    import torch
+
+    from stages.pools import first_stage
+
+    job = VideoJob(GenerationRequest("a camel", num_frames=16, refine=refine).params(), str(tmp_path))
+    store = job.store
+    assert first_stage(job) == "init"
+    store.save_chunk(0, torch.zeros(1, 4, 16, 8, 8))
+    assert first_stage(job) == "extend"
+    store.save_low_res(np.zeros((16, 64, 64, 3), np.uint8))
+    assert first_stage(job) == ("refine" if refine else "extend")
+    storage.write_bytes(store.final_video, b"mp4")
+    assert first_stage(job) == "done"
