@@ -188,7 +188,10 @@ class JobBoard:
     # --- inside ----------------------------------------------------------------------------------
 
     def _stale(self, vid: str, attempt: int) -> bool:
-        return self.manifest.rows[vid]["attempts"] != attempt
+        """A report of an attempt that is not the job's live one: superseded, or ended (e.g.
+        marked interrupted by a restart while its generator still ran)."""
+        row = self.manifest.rows[vid]
+        return row["attempts"] != attempt or row["status"] not in ACTIVE
 
     def _finish(self, vid: str, outcome: str, error: str | None = None, timings: dict[str, float] | None = None,
                 artifacts: dict[str, str] | None = None) -> None:

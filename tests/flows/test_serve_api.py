@@ -318,6 +318,9 @@ def test_job_board_ignores_a_superseded_attempt(tmp_path):
         board.submit(GenerationRequest("A third.", num_frames=16, **TINY))
     reread = JobBoard(str(tmp_path))  # a restart: the running job was interrupted
     assert (reread.view(request.video_id)["status"], reread.view(request.video_id)["error"]) == ("failed", INTERRUPTED)
+    # its generator, still running, reports into the restarted board: ignored and told to stop
+    assert reread.chunk_done(request.video_id, second, 1, {}) is True and reread.should_stop(request.video_id, second)
+    assert reread.view(request.video_id)["chunks_done"] == 1 and reread.view(request.video_id)["status"] == "failed"
 
 
 def test_the_body_defaults_are_the_request_defaults():
