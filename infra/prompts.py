@@ -1,4 +1,7 @@
-"""Prompt sources of a batch: a Python list, or a CSV / Parquet / JSONL file, local or s3://.
+"""Prompt sources of a batch: a Python list, or a CSV / Parquet / JSONL file, local or s3://
+(other fsspec schemes only when listed in ``STREAMINGT2V_PROMPT_SCHEMES``, e.g. ``s3,gs``: a batch
+parameter must not make the workers fetch arbitrary URLs). Errors name the record and never
+echo a file's contents.
 
 Every source becomes the same list of dicts with the key ``prompt`` and, where given,
 ``negative_prompt``, ``seed`` and ``num_frames`` (absent keys take the request defaults). Records
@@ -45,7 +48,21 @@ def _as_record(index: int, item: Any) -> Mapping[str, Any]:
     return item
 
 
+SCHEMES_ENV = "STREAMINGT2V_PROMPT_SCHEMES"
+DEFAULT_SCHEMES = ("s3",)  # beside local paths
+
+
+def allowed_schemes() -> tuple[str, ...]:
+    listed = os.environ.get(SCHEMES_ENV)
+    return DEFAULT_SCHEMES if listed is None else tuple(s.strip() for s in listed.split(",") if s.strip())
+
+
 def _read_file(uri: str) -> list[dict[str, Any]]:
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    schemes = allowed_schemes()
+    require(scheme == "" or scheme in schemes, "prompts", uri,
+            f"a local path or a URI of {', '.join(f'{s}://' for s in schemes) or 'no scheme'} (others: list them in "
+            f"{SCHEMES_ENV})")
     extension = os.path.splitext(uri)[1].lower()
     require(extension in FORMATS, "prompts", uri, f"a file ending in one of {sorted(FORMATS)}")
     try:
@@ -63,7 +80,8 @@ def _text(uri: str, data: bytes) -> str:
 
 
 def _require_prompt_column(uri: str, columns: Sequence[str]) -> None:
-    require("prompt" in columns, "prompts.prompt", None, f"a column of {uri} (found columns {list(columns)})")
+    found = [str(c)[:40] for c in list(columns)[:10]] + (["..."] if len(columns) > 10 else [])
+    require("prompt" in columns, "prompts.prompt", None, f"a column of {uri} (found columns {found})")
 
 
 def _read_csv(uri: str, data: bytes) -> list[dict[str, Any]]:
@@ -72,8 +90,9 @@ def _read_csv(uri: str, data: bytes) -> list[dict[str, Any]]:
     records = list(reader)
     for i, record in enumerate(records):
         # DictReader files surplus cells under the key None and pads missing ones with None
-        require(None not in record and None not in record.values(), f"prompts[{i}]", record,
-                f"a row with one cell per column of the header {reader.fieldnames}")
+        require(None not in record and None not in record.values(), f"prompts[{i}]",
+                f"a row of {len(record) + len(record.get(None) or []) - (None in record)} cells",
+                f"a row with one cell per column of the header ({len(reader.fieldnames or [])} columns)")
     return records
 
 
@@ -95,8 +114,9 @@ def _read_jsonl(uri: str, data: bytes) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ConfigError(field, line, f"a JSON object (line {line_number} of {uri}: {e})") from None
-        require(isinstance(record, dict), field, record, f"a JSON object (line {line_number} of {uri})")
+            raise ConfigError(field, f"line {line_number}", f"a JSON object ({uri}: {e.msg} at column {e.colno})"
+                              ) from None
+        require(isinstance(record, dict), field, f"line {line_number}", f"a JSON object ({uri})")
         records.append(record)
     return records
 

@@ -5,18 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 
+SHOWN_CHARS = 120
+
+
 class ConfigError(ValueError):
     """A configuration value is out of range.
 
     The message always has the form ``<field>=<value!r>: must be <allowed>`` so that a CLI,
-    a flow parameter check or an HTTP handler can show it to a user as is.
+    a flow parameter check or an HTTP handler can show it to a user as is; a long value's repr is
+    cut to :data:`SHOWN_CHARS` (an error never echoes a whole file or body).
     """
 
     def __init__(self, field: str, value: Any, allowed: str) -> None:
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field}={value!r}: must be {allowed}")
+        shown = repr(value)
+        if len(shown) > SHOWN_CHARS:
+            shown = shown[:SHOWN_CHARS] + "..."
+        super().__init__(f"{field}={shown}: must be {allowed}")
 
     def __reduce__(self):  # picklable across processes (Ray workers, Prefect tasks)
         return type(self), (self.field, self.value, self.allowed)

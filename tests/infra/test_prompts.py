@@ -77,8 +77,8 @@ def test_missing_files_name_the_source(s3_bucket, tmp_path):
     ("p.csv", b"prompt,sed\na cat,1\n", r"^prompts\[0\]\.sed='1': must be absent: not a prompt field"),
     ("p.csv", b"prompt\n", r"^prompts='.*p\.csv': must be a source with at least one prompt"),
     ("p.jsonl", b'{"prompt": "a"}\n\n{"prompt": "b"\n',
-     r"^prompts\[1\]='\{\"prompt\": \"b\"': must be a JSON object \(line 3"),
-    ("p.jsonl", b'{"prompt": "a"}\n["b"]\n', r"^prompts\[1\]=\['b'\]: must be a JSON object"),
+     r"^prompts\[1\]='line 3': must be a JSON object \(.*Expecting"),  # the line is not echoed
+    ("p.jsonl", b'{"prompt": "a"}\n["b"]\n', r"^prompts\[1\]='line 2': must be a JSON object"),
     ("p.jsonl", b'{"prompt": "a", "num_frames": 2.5}\n', r"^prompts\[0\]\.num_frames=2.5: must be an integer"),
     ("p.parquet", b"not parquet", r"^prompts='.*p\.parquet': must be a readable Parquet file"),
 ])
@@ -105,3 +105,25 @@ def test_parquet_without_a_prompt_column(tmp_path):
 def test_bad_lists_name_the_field(source, match):
     with pytest.raises(ConfigError, match=match):
         load_prompts(source)
+
+
+@pytest.mark.parametrize("uri", ["http://example.com/p.csv", "https://example.com/p.csv?x.csv", "gs://b/p.csv",
+                                 "memory://p.csv"])
+def test_only_local_paths_and_s3_are_read_unless_more_schemes_are_listed(uri, monkeypatch):
+    with pytest.raises(ConfigError, match=r"^prompts=.*a local path or a URI of s3://"):
+        load_prompts(uri)
+    monkeypatch.setenv("STREAMINGT2V_PROMPT_SCHEMES", "s3,memory")
+    if uri.startswith("memory://"):
+        from infra import storage
+
+        storage.write_bytes(uri, b"prompt\na camel\n")
+        assert load_prompts(uri) == [{"prompt": "a camel"}]
+
+
+def test_errors_never_echo_a_files_contents(tmp_path):
+    secret = "s3cret-" * 40
+    path = tmp_path / "p.csv"
+    path.write_text(f"prompt,{secret}\na camel,{secret},extra\n")
+    with pytest.raises(ConfigError) as error:
+        load_prompts(str(path))
+    assert secret not in str(error.value) and len(str(error.value)) < 400
