@@ -85,6 +85,8 @@ class JobBoard:
             self.manifest.update(vid, status="failed", error=INTERRUPTED, **self._stage_statuses(vid, "failed"))
         if interrupted:
             self.manifest.write(self.uri)
+        # What storage holds, row by row: what views show (a change is seen once it is committed).
+        self.committed: dict[str, dict[str, Any]] = {vid: dict(row) for vid, row in self.manifest.rows.items()}
 
     # --- what the HTTP side asks -------------------------------------------------------------
 
@@ -126,11 +128,11 @@ class JobBoard:
         return self.view(vid)
 
     def has(self, vid: str) -> bool:
-        return vid in self.manifest.rows
+        return vid in self.committed
 
     def view(self, vid: str) -> dict[str, Any]:
-        """The job as the API shows it."""
-        row = self.manifest.rows[vid]
+        """The job as the API shows it: as committed to storage."""
+        row = self.committed[vid]
         running = [s for s in STAGES if row[f"{s}_status"] == "running"]
         plan = self.plans.get(vid) or self._preset_plan(row)
         chunks = [] if plan is None else plan.chunks[:row["chunks_done"]]
@@ -239,6 +241,7 @@ class JobBoard:
             restore()
             raise StorageUnavailable(f"the job state could not be saved ({type(error).__name__}); nothing "
                                      "changed, retry later") from error
+        self.committed[vid] = dict(self.manifest.rows[vid])
         self._changed(vid)
 
     def _changed(self, vid: str) -> None:

@@ -395,3 +395,40 @@ def test_a_failed_manifest_write_changes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(BatchManifest, "write", write)
     assert BatchManifest.read(board.uri).row(request.video_id)["status"] == "pending"
     assert board.cancel(request.video_id)["status"] == "cancelled"
+
+
+def test_a_slow_manifest_write_does_not_block_the_job_owner(tmp_path, monkeypatch):
+    """The owner writes in a worker thread: while a submit's write takes its time, views and
+    watches are answered, and the watcher is woken once the change is committed."""
+    import asyncio
+    import time
+
+    from flows.serve_jobs import JobOwner
+    from infra.manifest import BatchManifest
+
+    write = BatchManifest.write
+
+    def slow(self, uri):
+        time.sleep(0.5)
+        write(self, uri)
+
+    owner = JobOwner.func_or_class(str(tmp_path), 2)
+    request = GenerationRequest("A camel resting on the snow field.", num_frames=24, **TINY)
+    monkeypatch.setattr(BatchManifest, "write", slow)
+
+    async def scenario():
+        first = await owner.submit(request.params())
+        vid, version = first["job"]["id"], first["job"]["version"]
+        watcher = asyncio.create_task(owner.watch(vid, version, 5.0))
+        cancelling = asyncio.create_task(owner.cancel(vid))  # a write of 0.5 s in a thread
+        await asyncio.sleep(0.1)
+        t0 = time.perf_counter()
+        viewed = await owner.view(vid)  # answered during the write
+        answered_in = time.perf_counter() - t0
+        woken = await watcher
+        await cancelling
+        return viewed, answered_in, woken
+
+    viewed, answered_in, woken = asyncio.run(scenario())
+    assert viewed["status"] == "queued" and answered_in < 0.2
+    assert woken["status"] == "cancelled" and woken["version"] > viewed["version"]
