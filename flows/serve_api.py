@@ -98,6 +98,8 @@ class ServeArgs(BaseModel):
     max_steps: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_STEPS", 100), ge=1)  # DDIM steps
     max_guidance: float = Field(30.0, gt=0, allow_inf_nan=False)  # each guidance weight
     retry_after_s: int = Field(10, ge=1)
+    max_streams: int = Field(64, ge=1)  # open SSE streams in all; beyond them 429 (status polling still answers)
+    max_streams_per_job: int = Field(4, ge=1)
     api_token: str | None = None  # else the STREAMINGT2V_API_TOKEN environment variable of the API replicas
     auth: Literal["token", "none"] = "token"  # none: serve without a token (a loopback or trusted network only)
 
@@ -200,6 +202,8 @@ class VideoAPI:
         self.args = args
         self.token = args.token()
         self.dispatched: set[asyncio.Task] = set()
+        self.streams: dict[str, int] = {}  # open SSE streams per job
+        self.streams_total = 0
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return http_app(self)
@@ -327,17 +331,41 @@ async def chunk_video(request: Request, index: int, video_id: VideoId) -> Stream
     return file_response(chunk_video_uri(request.app.state.api.args.root, video_id, index))
 
 
-@router.get("/{video_id}/stream", name="video_stream", response_class=StreamingResponse)
+@router.get("/{video_id}/stream", name="video_stream", response_class=StreamingResponse,
+            responses={429: {"description": "too many open streams; see Retry-After"}})
 async def video_stream(request: Request, video_id: VideoId) -> StreamingResponse:
     """Server-sent events: ``chunk`` for every finished low-res chunk, in order, as soon as it
-    exists; then one of ``done``, ``failed``, ``cancelled``."""
+    exists; then one of ``done``, ``failed``, ``cancelled``. A client reconnecting with
+    ``Last-Event-ID: k`` gets the chunks after k. Open streams are capped per job and in all
+    (429 beyond: the status endpoint keeps answering)."""
+    api = request.app.state.api
     job = await _job(request, video_id)
-    return StreamingResponse(_events(request, job), media_type="text/event-stream",
+    last = request.headers.get("last-event-id", "")
+    sent = int(last) + 1 if last.isdigit() and len(last) < 9 else 0  # a reconnecting client resumes after it
+    if api.streams_total >= api.args.max_streams or api.streams.get(video_id, 0) >= api.args.max_streams_per_job:
+        return JSONResponse({"detail": f"too many open streams (at most {api.args.max_streams}, "
+                             f"{api.args.max_streams_per_job} per job); poll {video_id}'s status or retry later"},
+                            429, {"Retry-After": str(api.args.retry_after_s)})
+    return StreamingResponse(_counted(api, video_id, _events(request, job, sent)), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _events(request: Request, job: dict):
-    owner, sent = request.app.state.api.owner, 0
+async def _counted(api: "VideoAPI", video_id: str, events):
+    """The events, counted as one open stream of ``video_id`` while they are sent."""
+    api.streams_total += 1
+    api.streams[video_id] = api.streams.get(video_id, 0) + 1
+    try:
+        async for event in events:
+            yield event
+    finally:
+        api.streams_total -= 1
+        api.streams[video_id] -= 1
+        if not api.streams[video_id]:
+            del api.streams[video_id]
+
+
+async def _events(request: Request, job: dict, sent: int = 0):
+    owner = request.app.state.api.owner
     while True:
         for chunk in _links(request, job)["chunks"][sent:]:
             data = {**chunk, "chunks_total": job["chunks_total"], "status": job["status"]}
@@ -368,6 +396,8 @@ async def cancel_video(request: Request, video_id: VideoId) -> JSONResponse:
     job = await request.app.state.api.owner.cancel.remote(video_id)
     if "unavailable" in job:
         return _unavailable(job["unavailable"], request.app.state.api.args.retry_after_s)
+    if job["status"] in ("done", "failed"):  # it finished between the check above and the cancel
+        raise HTTPException(409, f"video {video_id} is {job['status']}: nothing to cancel")
     return JSONResponse(_links(request, job), 202 if job["status"] == "running" else 200)
 
 

@@ -432,3 +432,65 @@ def test_a_slow_manifest_write_does_not_block_the_job_owner(tmp_path, monkeypatc
     viewed, answered_in, woken = asyncio.run(scenario())
     assert viewed["status"] == "queued" and answered_in < 0.2
     assert woken["status"] == "cancelled" and woken["version"] > viewed["version"]
+
+
+class _Remote:
+    def __init__(self, fn):
+        self.fn = fn
+
+    async def remote(self, *args):
+        return self.fn(*args)
+
+
+def test_streams_resume_after_last_event_id_and_are_capped(tmp_path):
+    """The HTTP layer over a real job board: a reconnecting client (Last-Event-ID: k) gets only
+    the chunks after k; beyond the open-stream caps the stream answers 429 while the status
+    endpoint keeps answering; a DELETE that races the job's completion gets 409."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from flows.serve_api import ServeArgs, http_app
+    from models.chunk_plan import ChunkPlan
+
+    board = JobBoard(str(tmp_path), max_queue=2)
+    request = GenerationRequest("A camel resting on the snow field.", num_frames=32, **TINY)
+    vid, attempt = request.video_id, board.submit(request).attempt
+    board.start(vid, attempt, ChunkPlan.for_extend(32))
+    for index in range(3):
+        board.chunk_done(vid, attempt, index, {})
+    board.finish(vid, attempt, "done")
+    racing = GenerationRequest("A horse galloping on a beach.", num_frames=16, **TINY)
+    race_attempt = board.submit(racing).attempt
+    board.start(racing.video_id, race_attempt, ChunkPlan.for_extend(16))
+
+    def cancel_as_it_finishes(v):  # the generator reports done just before the owner takes the cancel
+        board.finish(v, race_attempt, "done")
+        return board.cancel(v)
+
+    owner = SimpleNamespace(view=_Remote(lambda v: board.view(v) if board.has(v) else None),
+                            watch=_Remote(lambda v, version, timeout: board.view(v)),
+                            cancel=_Remote(cancel_as_it_finishes))
+    api = SimpleNamespace(owner=owner, token=None, streams={}, streams_total=0,
+                          args=ServeArgs(auth="none", max_streams=2, max_streams_per_job=1))
+    app = http_app(api)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            resumed = await client.get(f"/v1/videos/{vid}/stream", headers={"Last-Event-ID": "0"})
+            api.streams_total = 2  # the service's streams are all open
+            capped = await client.get(f"/v1/videos/{vid}/stream")
+            status = await client.get(f"/v1/videos/{vid}")
+            api.streams_total = 0
+            api.streams[vid] = 1  # this job's one stream is open
+            per_job = await client.get(f"/v1/videos/{vid}/stream")
+            cancelled = await client.delete(f"/v1/videos/{racing.video_id}")
+            return resumed, capped, status, per_job, cancelled
+
+    resumed, capped, status, per_job, cancelled = asyncio.run(scenario())
+    events = [line.removeprefix("event: ") for line in resumed.text.splitlines() if line.startswith("event: ")]
+    ids = [line.removeprefix("id: ") for line in resumed.text.splitlines() if line.startswith("id: ")]
+    assert events == ["chunk", "chunk", "done"] and ids == ["1", "2"]
+    assert capped.status_code == 429 and capped.headers["Retry-After"] and status.status_code == 200
+    assert per_job.status_code == 429 and api.streams == {vid: 1}
+    assert cancelled.status_code == 409
