@@ -196,8 +196,10 @@ class VideoAPI:
     """The HTTP ingress; its FastAPI app (:func:`http_app`) is built on the replica, where the
     token and the limits are known."""
 
-    def __init__(self, owner: DeploymentHandle, generator: DeploymentHandle, args: ServeArgs) -> None:
+    def __init__(self, owner: DeploymentHandle, generator: DeploymentHandle, args: ServeArgs,
+                 sources: ModelSources | None = None) -> None:
         self.owner = owner
+        self.tokenizer = (sources or ModelSources()).load_tokenizer()  # prompts are checked before a job exists
         self.generator = generator
         self.args = args
         self.token = args.token()
@@ -299,7 +301,9 @@ async def submit_video(body: VideoBody, request: Request) -> JSONResponse:
     its last finished chunk.
     """
     api = request.app.state.api
-    params = generation_request(body, api.args).params()
+    generation = generation_request(body, api.args)
+    generation.check_prompt_length(api.tokenizer)  # 422 now, not a queued job that fails
+    params = generation.params()
     submitted = await api.owner.submit.remote(params)
     if "queue_full" in submitted:
         return JSONResponse({"detail": f"queue full: {submitted['queue_full']}; retry later"}, 429,
@@ -430,4 +434,4 @@ def app(args: dict) -> serve.Application:
         autoscaling_config={"min_replicas": config.min_replicas, "max_replicas": pool.size,
                             "target_ongoing_requests": 1},
     ).bind(owner, config.root, sources, pool.torch_threads)
-    return VideoAPI.bind(owner, generator, config)
+    return VideoAPI.bind(owner, generator, config, sources)

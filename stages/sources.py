@@ -93,6 +93,15 @@ class ModelSources:
         return _load("streaming_model", location, lambda p: StreamingT2V.from_pretrained(
             p, torch_dtype=self.torch_dtype, device=self.device))
 
+    def load_tokenizer(self):
+        """The tokenizer of the streaming model alone (what checks a prompt's length), without
+        loading any weights: for a service's ingress."""
+        from transformers import CLIPTokenizer
+
+        if (location := self.location("streaming_model")) is None:
+            return tiny_clip_tokenizer()
+        return _load("streaming_model", location, lambda p: CLIPTokenizer.from_pretrained(p, subfolder="tokenizer"))
+
     def load_refiner(self) -> VideoLDM:
         if (location := self.location("refiner")) is None:
             if self.preset != "tiny" and self.weights == "trained":

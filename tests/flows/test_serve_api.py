@@ -202,6 +202,7 @@ BAD_BODIES = [
     ({"prompt": "x", "num_inference_steps": 1000}, 422, "num_inference_steps"),  # service caps
     ({"prompt": "x", "refine_steps": 101}, 422, "refine_steps"),
     ({"prompt": "x", "guidance_anchor": 1e308}, 422, "guidance_anchor"),
+    ({"prompt": "a camel " * 40}, 422, "prompt"),  # over 77 CLIP tokens: refused before it takes a queue slot
 ]
 
 
