@@ -203,19 +203,27 @@ class VideoAPI:
         self.generator = generator
         self.args = args
         self.token = args.token()
-        self.dispatched: set[asyncio.Task] = set()
+        self.dispatched: dict[str, asyncio.Task] = {}  # the call in flight per job (at most max_queue)
         self.streams: dict[str, int] = {}  # open SSE streams per job
         self.streams_total = 0
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return http_app(self)
 
-    def dispatch(self, params: dict, attempt: int) -> None:
+    def dispatch(self, video_id: str, params: dict, attempt: int) -> None:
         """Hand an accepted job to the generation deployment. Serve queues the call until a
-        replica is free; the owner's bound keeps that queue at most ``max_queue`` long."""
+        replica is free; the owner's bound keeps at most ``max_queue`` jobs active, and a job's
+        earlier call is withdrawn, so the calls in flight stay within it."""
+        self.withdraw(video_id)
         task = asyncio.get_running_loop().create_task(self._generate(params, attempt))
-        self.dispatched.add(task)
-        task.add_done_callback(self.dispatched.discard)
+        self.dispatched[video_id] = task
+        task.add_done_callback(lambda done: self.dispatched.pop(video_id, None) if self.dispatched.get(video_id)
+                               is done else None)
+
+    def withdraw(self, video_id: str) -> None:
+        """Cancel a job's call in flight (a cancelled queued job leaves Serve's queue at once)."""
+        if (task := self.dispatched.pop(video_id, None)) is not None:
+            task.cancel()
 
     async def _generate(self, params: dict, attempt: int) -> None:
         try:
@@ -311,7 +319,7 @@ async def submit_video(body: VideoBody, request: Request) -> JSONResponse:
     if "unavailable" in submitted:
         return _unavailable(submitted["unavailable"], api.args.retry_after_s)
     if submitted["attempt"] is not None:
-        api.dispatch(params, submitted["attempt"])
+        api.dispatch(generation.video_id, params, submitted["attempt"])
     job = _links(request, submitted["job"])
     reply = {k: job[k] for k in ("id", "status", "status_url", "stream_url", "video_url")}
     return JSONResponse(reply, 202, {"Location": job["status_url"]})
@@ -402,6 +410,8 @@ async def cancel_video(request: Request, video_id: VideoId) -> JSONResponse:
         return _unavailable(job["unavailable"], request.app.state.api.args.retry_after_s)
     if job["status"] in ("done", "failed"):  # it finished between the check above and the cancel
         raise HTTPException(409, f"video {video_id} is {job['status']}: nothing to cancel")
+    if job["status"] == "cancelled":  # it was queued: its call leaves Serve's queue now
+        request.app.state.api.withdraw(video_id)
     return JSONResponse(_links(request, job), 202 if job["status"] == "running" else 200)
 
 
