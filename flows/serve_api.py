@@ -49,12 +49,13 @@ from typing import Annotated, Any, Literal
 import torch
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from flows.serve_http import RequestGuard, file_response, json_safe, validation_error
+from flows.serve_http import RequestGuard, body_error, file_response, json_safe, validation_error
 from flows.serve_jobs import JobOwner
 from infra import storage
 from infra.cluster import ClusterConfig, PoolConfig
@@ -250,6 +251,7 @@ def http_app(api: VideoAPI) -> FastAPI:
     app.add_middleware(RequestGuard, token=api.token, max_body_bytes=api.args.max_body_bytes)
     app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, body_error)
     app.include_router(router)
     return app
 

@@ -8,9 +8,11 @@ import math
 from typing import Any
 
 from fastapi import HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infra import storage
 
@@ -85,6 +87,16 @@ async def validation_error(request: Request, error: RequestValidationError) -> J
     detail = [{k: json_safe(v) for k, v in e.items() if k in ("type", "loc", "msg", "input", "ctx")}
               for e in error.errors()]
     return JSONResponse({"detail": detail}, 422)
+
+
+async def body_error(request: Request, error: StarletteHTTPException) -> Response:
+    """FastAPI answers a body it cannot parse for a reason other than JSON syntax (JSON nested
+    deeper than the parser's recursion limit) with 400; it is a malformed body like any other:
+    422. Every other HTTP error keeps FastAPI's own answer."""
+    if error.status_code == 400 and isinstance(error.__cause__, RecursionError):
+        return JSONResponse({"detail": [{"type": "json_invalid", "loc": ["body"],
+                                         "msg": "JSON nested too deeply"}]}, 422)
+    return await http_exception_handler(request, error)
 
 
 def file_response(uri: str) -> StreamingResponse:

@@ -202,7 +202,8 @@ BAD_BODIES = [
     ({"prompt": "x", "num_inference_steps": 1000}, 422, "num_inference_steps"),  # service caps
     ({"prompt": "x", "refine_steps": 101}, 422, "refine_steps"),
     ({"prompt": "x", "guidance_anchor": 1e308}, 422, "guidance_anchor"),
-    ({"prompt": "a camel " * 40}, 422, "prompt"),  # over 77 CLIP tokens: refused before it takes a queue slot
+    ({"prompt": "a camel " * 40}, 422, "prompt"),
+    ('{"prompt": "x", "deep": ' + "[" * 5000 + "]" * 5000 + "}", 422, "body"),  # nested past the parser's limit  # over 77 CLIP tokens: refused before it takes a queue slot
 ]
 
 
@@ -495,3 +496,26 @@ def test_streams_resume_after_last_event_id_and_are_capped(tmp_path):
     assert capped.status_code == 429 and capped.headers["Retry-After"] and status.status_code == 200
     assert per_job.status_code == 429 and api.streams == {vid: 1}
     assert cancelled.status_code == 409
+
+
+def test_hostile_bodies_get_a_4xx_naming_the_field_without_a_live_service():
+    """The HTTP layer alone (no Serve): every malformed body of BAD_BODIES is answered 4xx before
+    any job exists, with a JSON answer that names the field."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from flows.serve_api import ServeArgs, http_app
+    from models.tokenizer import tiny_clip_tokenizer
+
+    api = SimpleNamespace(owner=None, token=None, tokenizer=tiny_clip_tokenizer(), streams={}, streams_total=0,
+                          args=ServeArgs(auth="none", max_queue=MAX_QUEUE))
+
+    async def post_all():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=http_app(api)), base_url="http://t") as c:
+            return [await c.post("/v1/videos", content=body if isinstance(body, str) else json.dumps(body),
+                                 headers={"content-type": "application/json"}) for body, _, _ in BAD_BODIES]
+
+    for (body, code, name), response in zip(BAD_BODIES, asyncio.run(post_all())):
+        assert response.status_code == code, (body, response.text)
+        if name is not None:
+            assert any(name in d["loc"] for d in response.json()["detail"]), response.text
