@@ -10,6 +10,7 @@ Endpoints (JSON unless noted; the OpenAPI schema is at /openapi.json):
     GET    /v1/videos/{id}/stream          -> server-sent events: chunk ..., then done | failed | cancelled
     GET    /v1/videos/{id}/chunks/{k}.mp4  -> the frames low-res chunk k appended to the video (MP4)
     GET    /v1/videos/{id}.mp4             -> the final video (409 until it is done)
+    GET    /v1/service                     -> active jobs, calls in flight, open streams, limits
     DELETE /v1/videos/{id}                 -> cancel (within one denoising step)
 
 Three deployments:
@@ -242,6 +243,7 @@ VideoId = Annotated[str, Path(pattern=rf"^[0-9a-f]{{{ID_DIGITS}}}$",
                               description=f"the job id: a video_id ({ID_DIGITS} hex digits)")]
 FINISHED = ("done", "failed", "cancelled")
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
+service_router = APIRouter(prefix="/v1", tags=["service"])
 
 
 def http_app(api: VideoAPI) -> FastAPI:
@@ -253,6 +255,7 @@ def http_app(api: VideoAPI) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, body_error)
     app.include_router(router)
+    app.include_router(service_router)
     return app
 
 
@@ -325,6 +328,16 @@ async def submit_video(body: VideoBody, request: Request) -> JSONResponse:
     job = _links(request, submitted["job"])
     reply = {k: job[k] for k in ("id", "status", "status_url", "stream_url", "video_url")}
     return JSONResponse(reply, 202, {"Location": job["status_url"]})
+
+
+@service_router.get("/service", name="service_status")
+async def service_status(request: Request) -> dict:
+    """The service's load: jobs queued or running (at most ``max_queue``), generation calls in
+    flight, open event streams, and the limits."""
+    api = request.app.state.api
+    return {"active_jobs": await api.owner.active.remote(), "max_queue": api.args.max_queue,
+            "dispatched_calls": len(api.dispatched), "open_streams": api.streams_total,
+            "max_streams": api.args.max_streams}
 
 
 @router.get("/{video_id}.mp4", name="video_file", response_class=StreamingResponse)

@@ -52,6 +52,10 @@ class JobOwner:
             return {"unavailable": str(error)}
         return {"job": submission.job, "attempt": submission.attempt}
 
+    async def active(self) -> int:
+        """Jobs queued or running (what the queue bound counts)."""
+        return self.board.active()
+
     async def view(self, video_id: str) -> dict | None:
         # No lock: a row changes by one dict update (or is put back whole), so a view taken while
         # a write is in flight sees the row before or after the change, and never waits for it.

@@ -100,7 +100,7 @@ class JobBoard:
         row = self.manifest.rows.get(vid)
         if row is not None and row["status"] in (*ACTIVE, "done"):
             return Submission(self.view(vid), None)
-        active = sum(r["status"] in ACTIVE for r in self.manifest.rows.values())
+        active = self.active()
         if active >= self.max_queue:
             raise QueueFull(active, self.max_queue)
         attempt = (0 if row is None else row["attempts"]) + 1
@@ -126,6 +126,10 @@ class JobBoard:
             self.cancel_requested.add(vid)  # in memory only: nothing to write, the watchers are told
             self._changed(vid)
         return self.view(vid)
+
+    def active(self) -> int:
+        """Jobs queued or running: what counts against ``max_queue``."""
+        return sum(r["status"] in ACTIVE for r in self.manifest.rows.values())
 
     def has(self, vid: str) -> bool:
         return vid in self.committed

@@ -135,6 +135,13 @@ def test_bounded_queue_accepts_at_most_max_queue_and_loses_none(client):
     blocker = submit(client, "A blocker.", **LONG)  # occupies the only generation replica
     assert next(events(client, blocker["id"]))[0] == "chunk"
 
+    # Submit-and-cancel pairs never pile generation calls up behind the bound (they used to).
+    for seed in range(200, 240):
+        pair = submit(client, "Men walking in the rain.", seed=seed, **QUICK)
+        assert client.delete(pair["status_url"]).status_code == 200
+    load = client.get("/v1/service").json()
+    assert load["active_jobs"] == 1 and load["dispatched_calls"] == 1, load  # the blocker alone
+
     def post(seed):
         return client.post("/v1/videos", json={"prompt": "Men walking in the rain.", "seed": seed, **QUICK})
 
