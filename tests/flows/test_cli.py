@@ -45,7 +45,7 @@ def finished_out(tmp_path_factory):
     (["a camel", "--fps", "-5"], "fps=-5"),
     (["a camel", "--blend", "soft"], "blend='soft'"),
     (["a camel", "--preset", "huge"], "preset='huge'"),
-    (["a camel", "--guidance-text", "nan"], "guidance.text=nan"),
+    (["a camel", "--guidance-text", "nan"], "guidance_text=nan"),
     (["a camel", "--base-model", "/nonexistent/model"], "base_model='/nonexistent/model'"),
     (["a camel", "--preset", "modelscope"], "base_model=None"),
     (["x" * 300, "--num-frames", "16"], "prompt='302 tokens'"),
