@@ -114,13 +114,14 @@ PRESETS: dict[str, ModelPreset] = {p.name: p for p in (TINY, MODELSCOPE)}
 
 # Refiners: a text-to-video UNet3D used for SDEdit at high resolution (paper: MS-Vid2Vid-XL at
 # 1280x720). Real refiners are loaded from a diffusers directory or hub id with their own
-# scheduler config; the tiny one refines 64x64 videos at 80x80 on an 80x112 canvas.
-TINY_REFINER = replace(TINY, name="tiny-refiner", video=VideoConfig(height=80, width=112, frames_per_chunk=24))
+# scheduler config; the tiny one refines 64x64 videos at 128x128, twice the size per side, on a
+# canvas of that size (the paper's padding to 1280x720 is the size MS-Vid2Vid-XL was trained at).
+TINY_REFINER = replace(TINY, name="tiny-refiner", video=VideoConfig(height=128, width=128, frames_per_chunk=24))
 # The refiner built with random weights (tests; benchmarks, where compute does not depend on
 # weight values): for modelscope the ModelScope UNet3D itself, run at the refinement canvas.
 REFINER_PRESETS: dict[str, ModelPreset] = {"tiny": TINY_REFINER, "modelscope": MODELSCOPE}
 REFINE_GEOMETRY: dict[str, dict[str, int]] = {
-    "tiny": dict(target_height=80, target_width=80, canvas_height=80, canvas_width=112),
+    "tiny": dict(target_height=128, target_width=128, canvas_height=128, canvas_width=128),
     "modelscope": dict(target_height=720, target_width=720, canvas_height=720, canvas_width=1280),
 }
 

@@ -59,8 +59,8 @@ def test_a_tiny_run_measures_every_stage_end_to_end(tmp_path):
     for stage in ("init", "extend", "refine"):
         assert row[f"{stage}_step_s"] > 0 and row[f"{stage}_step_tflop"] > 0 and 0 < row[f"{stage}_mfu"] <= 1
         assert row[f"{stage}_branches"] == 2
-    assert row["refine_latent_shape"] == "1x4x24x20x28"  # 80x112 canvas, x4 VAE, 24-frame chunk
-    assert row["e2e_num_frames"] == 24 and row["e2e_chunks"] == 2 and row["e2e_final_size"] == "80x80"
+    assert row["refine_latent_shape"] == "1x4x24x32x32"  # 128x128 canvas, x4 VAE, 24-frame chunk
+    assert row["e2e_num_frames"] == 24 and row["e2e_chunks"] == 2 and row["e2e_final_size"] == "128x128"
     assert row["e2e_total_s"] >= row["e2e_low_res_s"] + row["e2e_refine_s"] and row["e2e_video_fps"] > 0
     assert row["peak_rss_mb"] > 100
     append_history(config.history, row)

@@ -20,7 +20,7 @@ def test_video_has_exactly_the_requested_frames_at_the_right_size(tiny_stages, t
     request = GenerationRequest("A squirrel on a table full of big nuts.", num_frames=n, seed=1, **FAST)
     record = generate_video(request, tiny_stages, RunStore(str(tmp_path), request.video_id))
     final, low = probe(record["artifacts"]["video"]), probe(record["artifacts"]["low_res_video"])
-    assert (final["frames"], final["height"], final["width"], final["codec"]) == (n, 80, 80, "h264")
+    assert (final["frames"], final["height"], final["width"], final["codec"]) == (n, 128, 128, "h264")
     assert (low["frames"], low["height"], low["width"]) == (n, 64, 64)
     assert final["fps"] == 10.0
     assert record["frames"] == n and record["chunks"]["total"] == 1 + -(-(n - 16) // 8)
@@ -95,11 +95,12 @@ def test_condition_replacement_changes_the_extension_only_and_resumes_bit_for_bi
     uninterrupted one), and the option enters the video id only when on."""
     kwargs = dict(prompt="A squirrel on a table full of big nuts.", num_frames=32, seed=4, **FAST)
     request = GenerationRequest(**kwargs, condition_replacement=True)
-    assert request.video_id != GenerationRequest(**kwargs).video_id
+    plain = GenerationRequest(**kwargs, condition_replacement=False)
+    assert request.video_id != plain.video_id
     saved: dict[int, torch.Tensor] = {}
     on = generate_low_res(request, tiny_stages.init, tiny_stages.extend,
                           on_chunk=lambda c, out: saved.__setitem__(c.index, out.latents))
-    off = generate_low_res(GenerationRequest(**kwargs), tiny_stages.init, tiny_stages.extend)
+    off = generate_low_res(plain, tiny_stages.init, tiny_stages.extend)
     assert torch.equal(on[:, :, :16], off[:, :, :16]) and not torch.equal(on[:, :, 16:], off[:, :, 16:])
     resumed = generate_low_res(request, tiny_stages.init, tiny_stages.extend,
                                load_chunk=lambda c: saved[c.index] if c.index <= 1 else None)

@@ -60,6 +60,6 @@ def test_pipeline_parallel_refine_is_bit_identical_to_sequential(refine_workers,
     for workers in (1, 2, 3):
         result = ray.get(refine_pipeline_parallel(job, plan, refine_workers[:workers], steps, return_frames=True))
         assert result["pixels"].tobytes() == expected.tobytes(), f"{workers} workers"
-    assert read_video(job.store.final_video).shape == (num_frames, 80, 80, 3)
+    assert read_video(job.store.final_video).shape == (num_frames, 128, 128, 3)
 
 
