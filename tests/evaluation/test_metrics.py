@@ -44,6 +44,7 @@ def test_planted_hard_cuts_are_counted():
 def test_cut_frames_are_where_the_planted_scenes_start():
     scenes = [_pan(list(range(20)), seed=s) for s in range(4)]
     assert scene_cut_frames(np.concatenate(scenes)) == [20, 40, 60]
+    assert scene_cut_frames(np.concatenate(scenes), 10) == [20, 40, 60]  # a request's integer fps
 
 
 def test_join_change_ratio_sees_jumps_at_joins_only():
