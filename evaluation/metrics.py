@@ -71,12 +71,13 @@ def scene_cut_frames(frames: np.ndarray, fps: float = 10.0) -> list[int]:
     factor = compute_downscale_factor(max(width, height))
     size = (max(1, round(width / factor)), max(1, round(height / factor)))
     detector = AdaptiveDetector()
+    fps = float(fps)  # PySceneDetect refuses an integer rate
     cuts = []
     for index, frame in enumerate(frames):
         bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
         if factor > 1:
             bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR)
-        cuts += detector.process_frame(FrameTimecode(index, float(fps)), bgr)  # an int rate is refused
+        cuts += detector.process_frame(FrameTimecode(index, fps), bgr)
     cuts += detector.post_process(FrameTimecode(len(frames) - 1, fps))
     return sorted({cut.frame_num for cut in cuts})
 
