@@ -67,4 +67,10 @@ def strip_png(rows: Sequence[tuple[str, np.ndarray]], count: int = 6, title: str
     return buffer.getvalue()
 
 
-__all__ = ["frame_indices", "strip_png"]
+def video_preview_png(video: np.ndarray, low_res: np.ndarray | None = None, count: int = 6, title: str = "") -> bytes:
+    """The strip of a generated video: its low-res video (when it was refined) above it."""
+    rows = [("video", video)] if low_res is None else [("low res", low_res), ("refined", video)]
+    return strip_png(rows, count, title)
+
+
+__all__ = ["frame_indices", "strip_png", "video_preview_png"]

@@ -15,7 +15,6 @@ anything is written.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import uuid
 from pathlib import Path
@@ -128,26 +127,23 @@ def summary_line(record: dict) -> str:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from evaluation.preview import strip_png
+    from evaluation.preview import video_preview_png
     from infra import storage
+    from infra.run_store import RunStore
     from infra.video_io import read_video
 
     if not storage.exists(args.video):
         raise ConfigError("video", args.video, "an existing video file")
     if args.frames < 1:
         raise ConfigError("frames", args.frames, "an integer >= 1")
-    rows = []
-    low_res = args.video.removesuffix(".mp4") + ".lowres.mp4"
-    if args.video.endswith(".mp4") and not args.video.endswith(".lowres.mp4") and storage.exists(low_res):
-        rows.append(("low res", read_video(low_res)))
-    rows.append(("refined" if rows else "video", read_video(args.video)))
-    record_uri = args.video.removesuffix(".mp4") + ".json"
-    title = ""
-    if storage.exists(record_uri):
-        params = json.loads(storage.read_bytes(record_uri)).get("params", {})
-        title = params.get("prompt", "")
+    folder, _, name = args.video.rpartition("/")
+    store = RunStore(folder or ".", name.removesuffix(".mp4"))  # generate's files beside the video, if any
+    generated = name.endswith(".mp4") and not name.endswith(".lowres.mp4")
+    low_res = read_video(store.low_res_video) if generated and storage.exists(store.low_res_video) else None
+    record = store.read_record() if generated else None
+    title = (record or {}).get("params", {}).get("prompt", "")
     out = args.out or args.video.removesuffix(".mp4") + ".preview.png"
-    storage.write_bytes(out, strip_png(rows, args.frames, title))
+    storage.write_bytes(out, video_preview_png(read_video(args.video), low_res, args.frames, title))
     print(out)
     return 0
 

@@ -34,7 +34,7 @@ from pydantic import Field
 from evaluation import history, plots
 from evaluation.cli import FLOW_METHODS, FLOW_SIZES
 from evaluation.metrics import METRIC_NAMES, FlowConfig, ModelPaths, evaluate_video
-from evaluation.preview import strip_png
+from evaluation.preview import video_preview_png
 from evaluation.prompt_sets import PROMPT_SETS
 from flows.generate_batch import (BATCH_EXCLUDED, MANIFEST_NAME, build_requests, commit_manifest, open_manifest,
                                   read_prompts, run_on_ray)
@@ -156,11 +156,10 @@ def publish_plots(plots_uri: str, trend_rows: list[dict], worst: list[dict], bes
 
 def video_strip(row: dict) -> bytes:
     """The frame strip of a manifest row's video, its low-res video above it when refined."""
-    rows = [("refined" if row.get("refine") else "video", read_video(row["video_uri"]))]
-    if row.get("refine") and row.get("low_res_uri") and row["low_res_uri"] != row["video_uri"]:
-        rows.insert(0, ("low res", read_video(row["low_res_uri"])))
+    refined = row.get("refine") and row.get("low_res_uri") and row["low_res_uri"] != row["video_uri"]
     title = f"{row['prompt'][:80]}: MAWE {_number(row.get('mawe'))}, SCuts {_number(row.get('scuts'))}"
-    return strip_png(rows, title=title)
+    return video_preview_png(read_video(row["video_uri"]), read_video(row["low_res_uri"]) if refined else None,
+                             title=title)
 
 
 def _number(value: float | None, signed: bool = False) -> str:

@@ -199,9 +199,9 @@ class VideoAPI:
     token and the limits are known."""
 
     def __init__(self, owner: DeploymentHandle, generator: DeploymentHandle, args: ServeArgs,
-                 sources: ModelSources | None = None) -> None:
+                 sources: ModelSources) -> None:
         self.owner = owner
-        self.tokenizer = (sources or ModelSources()).load_tokenizer()  # prompts are checked before a job exists
+        self.tokenizer = sources.load_tokenizer()  # the generators' tokenizer: prompts are checked before a job exists
         self.generator = generator
         self.args = args
         self.token = args.token()

@@ -63,7 +63,7 @@ class Refiner:
 
 @dataclass
 class Row:
-    """Sums over the prompts of one refiner's figures."""
+    """One refiner's figures, a value per prompt each."""
 
     values: dict[str, list[float]] = field(default_factory=dict)
 
