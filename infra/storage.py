@@ -8,12 +8,14 @@ directly under its final key.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import uuid
 from pathlib import Path
 
 import fsspec
+import fsspec.asyn
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -78,6 +80,108 @@ def remove(uri: str) -> None:
         fs.rm(path, recursive=True)
 
 
+# --- conditional writes: what a lease needs ------------------------------------------------------
+
+def read_versioned(uri: str) -> tuple[bytes, str] | None:
+    """The object's bytes and a version token for :func:`replace_if` (S3: its ETag; local: a
+    digest of the bytes), or None when it does not exist."""
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+    bucket, key, _ = fs.split_path(path)
+
+    async def get() -> tuple[bytes, str]:  # one GET: the bytes and the ETag of the same version
+        response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+        async with response["Body"] as body:
+            return await body.read(), response["ETag"].strip('"')
+
+    try:
+        return fsspec.asyn.sync(fs.loop, get)
+    except FileNotFoundError:
+        return None
+
+
+def create_if_absent(uri: str, data: bytes) -> bool:
+    """Write ``data`` only if ``uri`` does not exist, atomically (local: an exclusive create;
+    S3: a PUT with ``If-None-Match: *``). Returns whether this call created it."""
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _local_lock(target):
+            if target.exists():
+                return False
+            write_bytes(uri, data)
+            return True
+    bucket, key, _ = fs.split_path(path)
+    return _conditional_put(fs, bucket, key, data, IfNoneMatch="*")
+
+
+def replace_if(uri: str, data: bytes, version: str) -> bool:
+    """Replace ``uri`` with ``data`` only if it still is the version ``version`` (from
+    :func:`read_versioned`), atomically (local: under an exclusive lock; S3: ``If-Match``).
+    Returns whether it was replaced."""
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        target = Path(path)
+        with _local_lock(target):
+            current = read_versioned(uri)
+            if current is None or current[1] != version:
+                return False
+            write_bytes(uri, data)
+            return True
+    bucket, key, _ = fs.split_path(path)
+    return _conditional_put(fs, bucket, key, data, IfMatch=f'"{version}"')
+
+
+def _conditional_put(fs, bucket: str, key: str, data: bytes, **condition: str) -> bool:
+    try:
+        fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+    except Exception as error:
+        if _precondition_failed(error):
+            return False
+        raise
+    finally:
+        fs.invalidate_cache(f"{bucket}/{key}")
+    return True
+
+
+def _precondition_failed(error: BaseException) -> bool:
+    """Whether an S3 error (as s3fs raises it, or botocore's) is a failed precondition (412)."""
+    if isinstance(error, FileExistsError):
+        return True
+    seen: BaseException | None = error
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class _local_lock:
+    """An exclusive lock (flock) on a sidecar file beside ``target``, for local compare-and-swap."""
+
+    def __init__(self, target: Path) -> None:
+        self.path = target.with_name(f".{target.name}.lock")
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o666 & ~_UMASK)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)  # closing releases the lock
+
+
 def save_tensors(uri: str, tensors: dict[str, torch.Tensor]) -> None:
     write_bytes(uri, save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
 
@@ -102,4 +206,4 @@ def temp_name(suffix: str = "") -> str:
 
 
 __all__ = ["filesystem", "join", "write_bytes", "write_file", "read_bytes", "exists", "remove", "save_tensors",
-           "load_tensors", "temp_name"]
+           "load_tensors", "temp_name", "read_versioned", "create_if_absent", "replace_if"]
