@@ -5,7 +5,9 @@ served deployment (flows/serve.py), or call :func:`generate_batch` directly. The
 it validates every parameter before any work, merges the batch into its manifest (finished
 videos are skipped, unfinished ones resume from their last finished chunk), starts or joins
 Ray, streams the videos through the stage pools and commits the manifest after every stage
-event. Prefect artifacts: a progress bar updated as videos finish, and a table (one row per
+event. The run holds the lease of its ``output_uri`` (infra/output_lease.py) throughout: a second
+run on the same location stops with an error naming the holder, and a crashed run's lease is
+taken over once it expires. Prefect artifacts: a progress bar updated as videos finish, and a table (one row per
 video) at the end.
 """
 
@@ -19,12 +21,23 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 
 from infra import storage
 from infra.manifest import BatchManifest
+from infra.output_lease import OutputLease
 from infra.params import takes_parameters
 from infra.prompts import load_prompts
 from models.errors import ConfigError
 from models.request import NOT_PARAMETERS, GenerationRequest
 
 MANIFEST_NAME = "manifest.parquet"
+LEASE_TTL_ENV = "STREAMINGT2V_LEASE_TTL_S"
+
+
+def lease_ttl_s() -> float:
+    """The output lease's time to live: how long after a crash the next run may take over
+    (default 120 s; renewed every third of it while the run lives)."""
+    import os
+
+    return float(os.environ.get(LEASE_TTL_ENV, 120))
+
 BATCH_EXCLUDED = ("prompt", *NOT_PARAMETERS)  # prompts come from the batch's rows
 STAGE_FIELDS = ("status", "init_status", "extend_status", "refine_status", "init_s", "extend_s", "refine_s",
                 "chunks_total", "error")
@@ -43,15 +56,20 @@ def commit_manifest(manifest: BatchManifest, uri: str) -> None:
 
 
 @task(retries=3, retry_delay_seconds=2)
-def open_manifest(uri: str, batch_id: str, requests: list[GenerationRequest]) -> BatchManifest:
+def open_manifest(uri: str, batch_id: str, requests: list[GenerationRequest], models: str) -> BatchManifest:
+    """The batch's manifest with ``requests`` merged in. Done rows stay done only with their
+    video and when ``models`` (the fingerprint of the models of this run) made them; the others
+    run again."""
     manifest = BatchManifest.read(uri) if storage.exists(uri) else BatchManifest(batch_id)
     merge = manifest.merge_requests(requests)
     lost = [vid for vid in merge.finished if not _video_exists(manifest.row(vid))]
     for vid in lost:  # done only with its video: rebuild what is missing from the stored chunks
         manifest.update(vid, status="pending", error=None)
+    other = manifest.requeue_other_models(models)  # their stored work is discarded when they run
     get_run_logger().info("manifest %s: %d new, %d finished (skipped), %d to resume, %d dropped, %d done without "
-                          "their video (rebuilt)", uri, len(merge.added), len(merge.finished) - len(lost),
-                          len(merge.resumed), len(merge.dropped), len(lost))
+                          "their video (rebuilt), %d done by other models (run again)", uri, len(merge.added),
+                          len(merge.finished) - len(lost) - len(other), len(merge.resumed), len(merge.dropped),
+                          len(lost), len(other))
     manifest.write(uri)
     return manifest
 
@@ -108,10 +126,11 @@ def generate_batch(
         raise ConfigError("prompts", prompts, "at least one prompt")
     manifest_uri = storage.join(output_uri, MANIFEST_NAME)
     batch_id = batch_id or hashlib.sha256(output_uri.encode()).hexdigest()[:12]
-    manifest = open_manifest(manifest_uri, batch_id, requests)
-    todo = [manifest.request(row["video_id"]) for row in manifest.pending()]
-    results = run_on_ray(todo, manifest, manifest_uri, output_uri, sources, cluster, ray_address,
-                         total=len(requests))
+    with OutputLease(output_uri, ttl_s=lease_ttl_s()) as lease:  # one run writes an output_uri at a time
+        manifest = open_manifest(manifest_uri, batch_id, requests, sources.fingerprint())
+        todo = [manifest.request(row["video_id"]) for row in manifest.pending()]
+        results = run_on_ray(todo, manifest, manifest_uri, output_uri, sources, cluster, ray_address,
+                             total=len(requests), lease=lease)
     table = [{k: row[k] for k in ("video_id", "prompt", "seed", "num_frames", "status", "error", "total_s",
                                   "video_uri")} for row in manifest.rows.values() if row["status"] != "skipped"]
     create_table_artifact(table=table, key="generate-batch-videos", description=f"batch {batch_id}: {manifest_uri}")
@@ -122,8 +141,9 @@ def generate_batch(
 
 
 def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manifest_uri: str, output_uri: str,
-               sources, cluster, ray_address: str, total: int) -> dict:
-    """Stream the videos through the stage pools, committing the manifest on every event."""
+               sources, cluster, ray_address: str, total: int, lease: OutputLease | None = None) -> dict:
+    """Stream the videos through the stage pools, committing the manifest on every event (while
+    ``lease`` is this run's: a run whose lease was taken over stops before it writes)."""
     import time
 
     import ray
@@ -147,6 +167,8 @@ def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manif
 
     def on_update(video_id: str, fields: dict) -> None:
         nonlocal done
+        if lease is not None:
+            lease.check()
         row = {k: v for k, v in fields.items() if k in STAGE_FIELDS}
         if fields.get("status") == "running" and video_id not in starts:
             starts[video_id] = time.perf_counter()
@@ -159,6 +181,7 @@ def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manif
         if fields.get("status") == "done":
             row["total_s"] = time.perf_counter() - starts.get(video_id, time.perf_counter())
             row["error"] = None
+            row["models"] = scheduler.models
         manifest.update(video_id, **row)
         save_manifest(manifest, manifest_uri)
         if fields.get("status") in ("done", "failed"):
@@ -168,11 +191,14 @@ def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manif
     pools = Pools.create(sources, cluster, refine=wants_refine)
     try:
         jobs = [VideoJob(r.params(), output_uri) for r in requests]
-        results = BatchScheduler(pools, sources, on_update=on_update).run(jobs)
+        scheduler = BatchScheduler(pools, sources, on_update=on_update)
+        results = scheduler.run(jobs)
     finally:
         pools.shutdown()
         if started_here:
             ray.shutdown()
+    if lease is not None:
+        lease.check()
     commit_manifest(manifest, manifest_uri)  # the final state, with the task's retries
     return results
 

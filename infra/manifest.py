@@ -28,7 +28,7 @@ from models.errors import ConfigError, require
 from models.params import leaves
 from models.request import NOT_PARAMETERS, PARAM_DEFAULTS, GenerationRequest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the models column
 VERSION_KEY = b"manifest_schema_version"
 BATCH_KEY = b"batch_id"
 
@@ -88,6 +88,7 @@ def manifest_schema() -> pa.Schema:
         pa.field("error", pa.string()),
         *(pa.field(name, pa.float64()) for name in TIMING_COLUMNS),
         *(pa.field(name, pa.string()) for name in ARTIFACT_COLUMNS),
+        pa.field("models", pa.string()),  # fingerprint of the models that made the artifacts (stages.sources)
         *(pa.field(name, pa.float64()) for name in METRIC_COLUMNS),
         pa.field("created_at", _TIMESTAMP, nullable=False),
         pa.field("updated_at", _TIMESTAMP, nullable=False),
@@ -261,6 +262,16 @@ class BatchManifest:
             require(name not in NOT_UPDATABLE, name, value, f"left unchanged ({NOT_UPDATABLE.get(name)})")
         self.rows[video_id].update(fields, updated_at=_now())
         return self.row(video_id)
+
+    def requeue_other_models(self, models: str) -> list[str]:
+        """Done rows whose artifacts other (or unrecorded) models made are pending again: a
+        change of weights regenerates them rather than keep a video these models did not make."""
+        stale = [vid for vid, row in self.rows.items() if row["status"] == "done" and row["models"] != models]
+        for vid in stale:
+            request = self.request(vid)
+            stages = {c: "pending" for c in STAGE_STATUS_COLUMNS if not (c == "refine_status" and not request.refine)}
+            self.update(vid, status="pending", error=None, chunks_done=0, **stages)
+        return stale
 
     def pending(self) -> list[dict[str, Any]]:
         """Copies of the rows a run still has to work on (status not done or skipped)."""

@@ -7,6 +7,8 @@
                                   latents of every finished chunk (init chunk = 00000)
     OUT/.work/<video-id>/lowres_frames.safetensors
                                   the low-resolution video as exact uint8 frames (refine's input)
+    OUT/.work/<video-id>/models.json
+                                  the fingerprint of the models that made this work
 
 Every file is written atomically (infra.storage), so a killed run leaves only whole chunks
 behind, and a re-run with the same request (same video id) picks up after the last one.
@@ -71,6 +73,28 @@ class RunStore:
             return []
         names = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
         return sorted(int(n.split(".")[0]) for n in names if n.endswith(".safetensors") and not n.startswith("."))
+
+    @property
+    def models_uri(self) -> str:
+        return storage.join(self.work, "models.json")
+
+    def models(self) -> str | None:
+        """The fingerprint of the models that made the stored work (None: no work, or unknown)."""
+        if not storage.exists(self.models_uri):
+            return None
+        return json.loads(storage.read_bytes(self.models_uri)).get("fingerprint")
+
+    def claim(self, fingerprint: str) -> bool:
+        """Make the stored work that of the models ``fingerprint`` names: work that other (or
+        unrecorded) models made (chunk latents, low-res frames, videos, record) is removed,
+        never resumed. Returns whether anything was removed."""
+        if self.models() == fingerprint:
+            return False
+        stale = [uri for uri in (self.work, self.final_video, self.low_res_video, self.record) if storage.exists(uri)]
+        for uri in stale:
+            storage.remove(uri)
+        storage.write_bytes(self.models_uri, json.dumps({"fingerprint": fingerprint}).encode())
+        return bool(stale)
 
     def write_record(self, record: dict) -> None:
         storage.write_bytes(self.record, json.dumps(record, indent=2, sort_keys=True).encode())

@@ -30,11 +30,13 @@ class Stages:
     init: InitChunkStage
     extend: AutoregressiveExtendStage
     refine: RefineStage | None
+    models: str | None = None  # the models' fingerprint (ModelSources.fingerprint): stored with every run
 
     @classmethod
     def load(cls, sources: ModelSources, refine: bool = True) -> "Stages":
         return cls(InitChunkStage(sources.load_video_ldm()), AutoregressiveExtendStage(sources.load_streaming()),
-                   RefineStage(sources.load_refiner(), sources.refine_config()) if refine else None)
+                   RefineStage(sources.load_refiner(), sources.refine_config()) if refine else None,
+                   sources.fingerprint())
 
 
 @dataclass
@@ -49,8 +51,11 @@ class Progress:
 
 def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
                    progress: Progress | None = None) -> dict:
-    """Generate (or resume, or find finished) one video; returns its record."""
+    """Generate (or resume, or find finished) one video; returns its record. Stored work that
+    other models made (``stages.models``) is discarded, never resumed or returned."""
     progress = progress or Progress()
+    if stages.models is not None:
+        store.claim(stages.models)
     if (done := store.read_record()) is not None and done.get("status") == "done":
         return done
     plan = stages.extend.plan(request)
@@ -97,6 +102,7 @@ def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
         "size": {"height": int(height), "width": int(width),
                  "low_res_height": int(low_res.shape[-2]), "low_res_width": int(low_res.shape[-1])},
         "refine": asdict(stages.refine.config_for(request)) if refined is not None else None,
+        "models": stages.models,
         "timings": timings,
         "artifacts": {"video": store.final_video, "low_res_video": store.low_res_video, "record": store.record,
                       "chunk_latents": [store.chunk_uri(c.index) for c in plan.chunks]},

@@ -122,6 +122,7 @@ class BatchScheduler:
                  refine_concurrency: int = 1) -> None:
         self.pools = pools
         self.refine_config = sources.refine_config()
+        self.models = sources.fingerprint()  # what every video's stored work must have been made by
         self.on_update = on_update
         self.refine_concurrency = refine_concurrency
         self.bound = pools.config.max_videos_in_flight
@@ -135,7 +136,14 @@ class BatchScheduler:
         queues: dict[str, deque[VideoJob]] = {"init": deque(), "extend": deque(), "refine": deque()}
         results: dict[str, dict] = {}
         for job in jobs:
-            stage = first_stage(job)
+            try:
+                job.store.claim(self.models)  # work of other models is removed, never resumed
+                stage = first_stage(job)
+            except OSError as exc:  # a storage error fails this video only
+                error = error_message(exc)
+                results[job.request.video_id] = {"status": "failed", "error": error}
+                self.on_update(job.request.video_id, {"status": "failed", "init_status": "failed", "error": error})
+                continue
             if stage == "done":
                 results[job.request.video_id] = {"status": "done"}
                 self.on_update(job.request.video_id, {"status": "done"})

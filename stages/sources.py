@@ -12,6 +12,7 @@ import torch
 
 from models.dtypes import DTYPES
 from models.errors import ConfigError
+from models.fingerprint import fingerprint, weights_digest
 from models.presets import REFINE_GEOMETRY, REFINER_PRESETS, get_preset
 from models.tokenizer import tiny_clip_tokenizer
 from models.refinement import RefineConfig
@@ -80,6 +81,16 @@ class ModelSources:
         from toyworld.weights import model_dir
 
         return str(model_dir(_SHIPPED[option]))
+
+    def fingerprint(self) -> str:
+        """The fingerprint of the models these sources load (every model's files, or its random
+        seed), with the preset and dtype: stored with every run, so that a run is never resumed,
+        nor a finished video served, across a change of weights."""
+        parts: dict[str, str | int | None] = {"preset": self.preset, "dtype": self.dtype}
+        for option in _SHIPPED:
+            location = self.location(option)
+            parts[option] = weights_digest(location) if location is not None else f"random:{self.weights_seed}"
+        return fingerprint(parts)
 
     def load_video_ldm(self) -> VideoLDM:
         if (location := self.location("base_model")) is None:

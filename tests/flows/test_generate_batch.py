@@ -121,3 +121,71 @@ def test_a_failed_manifest_save_retries_and_never_ends_the_batch(tmp_path, monke
     assert len(BatchManifest.read(uri)) == 1
     monkeypatch.setattr(BatchManifest, "write", lambda self, target: (_ for _ in ()).throw(OSError("down")))
     assert save_manifest(manifest, uri, tries=2, delay_s=0.0) is False  # no exception: the batch goes on
+
+
+def test_a_batch_on_an_output_uri_another_run_holds_is_refused_before_any_work(prefect_harness, tmp_path):
+    """Two batches on one output_uri at once: the second stops with an error naming the holder
+    and writes nothing; once the first releases the location, it runs."""
+    from flows.generate_batch import generate_batch
+    from infra.output_lease import OutputBusy, OutputLease
+
+    out = tmp_path / "batch"
+    with OutputLease(str(out), holder="the-first-batch"):
+        with pytest.raises(OutputBusy, match=r"output_uri=.*the-first-batch holds its lease until"):
+            generate_batch(prompts=PROMPTS, output_uri=str(out), num_frames=24, **FAST)
+    assert not (out / "manifest.parquet").exists()
+
+
+def test_a_sigkilled_batch_driver_then_a_rerun_loses_and_duplicates_nothing(prefect_harness, ray_local, tmp_path):
+    """The driver of a batch is SIGKILLed mid-video: a rerun at once is refused (the dead run's
+    lease still holds), a rerun once it has expired takes the location over and finishes every
+    video, each row once, resuming from the chunks the dead run left."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.generate_batch import generate_batch
+    from infra.output_lease import LEASE_NAME, OutputBusy
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "batch"
+    params = dict(num_frames=40, refine=False, num_inference_steps=2)
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(f"""
+        import sys
+        from flows.generate_batch import generate_batch
+        generate_batch(prompts={PROMPTS[:2]!r}, output_uri=sys.argv[1], ray_address="auto", **{params!r})
+    """))
+    env = {**os.environ, "PYTHONPATH": str(repo), "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "STREAMINGT2V_LEASE_TTL_S": "6"}
+    proc = subprocess.Popen([sys.executable, str(driver), str(out)], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob(".work/*/extend/*.safetensors"))) < 2:
+        assert proc.poll() is None, "the batch finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = {p: p.stat().st_mtime_ns for p in out.glob(".work/*/extend/*.safetensors")}
+
+    with pytest.raises(OutputBusy):  # the dead driver's lease has not expired yet
+        generate_batch(prompts=PROMPTS[:2], output_uri=str(out), **params)
+    expires_at = json.loads((out / LEASE_NAME).read_text())["expires_at"]
+    time.sleep(max(0.0, expires_at - time.time()) + 0.2)
+    summary = generate_batch(prompts=PROMPTS[:2], output_uri=str(out), **params)
+    assert summary["counts"] == {"done": 2}
+    manifest = BatchManifest.read(summary["manifest"])
+    ids = [row["video_id"] for row in manifest.rows.values()]
+    assert len(manifest) == 2 and len(set(ids)) == 2
+    for row in manifest.rows.values():
+        assert row["status"] == "done" and read_video(row["video_uri"]).shape == (40, 64, 64, 3)
+        assert row["models"] is not None
+    assert len(list(out.glob(".work/*/extend/*.safetensors"))) == 8  # 4 chunks each
+    assert {p: p.stat().st_mtime_ns for p in left} == left  # the dead run's chunks were resumed, not redone

@@ -53,7 +53,7 @@ def test_write_read_round_trip(storage_root):
     assert back.row(vid)["updated_at"] > back.row(vid)["created_at"]
     assert [r["video_id"] for r in back.pending()] == [r.video_id for r in REQUESTS[1:]]
     schema = pq.read_schema(pa.BufferReader(storage.read_bytes(uri)))
-    assert schema.metadata[b"manifest_schema_version"] == b"1" and schema.metadata[b"batch_id"] == b"b1"
+    assert schema.metadata[b"manifest_schema_version"] == str(SCHEMA_VERSION).encode() and schema.metadata[b"batch_id"] == b"b1"
     assert schema.remove_metadata().equals(SCHEMA.remove_metadata())
 
 
@@ -87,7 +87,7 @@ def test_reading_an_older_version_fills_missing_columns(storage_root):
     assert done["attempts"] == 0 and done["init_status"] == "pending" and done["guidance_anchor"] == 7.5
     assert done["schema_version"] == SCHEMA_VERSION
     manifest.write(uri)  # upgraded on the next commit
-    assert pq.read_schema(pa.BufferReader(storage.read_bytes(uri))).metadata[b"manifest_schema_version"] == b"1"
+    assert pq.read_schema(pa.BufferReader(storage.read_bytes(uri))).metadata[b"manifest_schema_version"] == str(SCHEMA_VERSION).encode()
 
 
 @pytest.mark.parametrize("change,match", [
@@ -99,8 +99,8 @@ def test_reading_an_older_version_fills_missing_columns(storage_root):
      r"status='1 nulls': must be free of nulls"),
     (lambda t: t.set_column(t.schema.get_field_index("status"), "status", pa.array(["done", "ok", "ok"])),
      r"status=\['ok'\]: must be one of \['pending'"),
-    (lambda t: t.replace_schema_metadata({b"manifest_schema_version": b"2"}),
-     r"schema_version=2: must be at most 1 \(the manifest was written by a newer release\)"),
+    (lambda t: t.replace_schema_metadata({b"manifest_schema_version": b"99"}),
+     r"schema_version=99: must be at most 2 \(the manifest was written by a newer release\)"),
 ])
 def test_unreadable_manifests_name_the_column(change, match):
     with pytest.raises(ConfigError, match=match):
@@ -177,3 +177,17 @@ def test_a_failed_local_write_leaves_the_old_manifest_intact(tmp_path, monkeypat
     monkeypatch.undo()
     assert storage.read_bytes(uri) == before and BatchManifest.read(uri) == old
     assert os.listdir(tmp_path) == ["manifest.parquet"]  # no temporary file left behind
+
+
+def test_done_rows_that_other_models_made_are_pending_again():
+    """A weights change re-runs the videos other (or unrecorded) models made; rows these models
+    made stay done."""
+    a, b = (GenerationRequest(p, num_frames=16) for p in ("A cat.", "A dog."))
+    manifest = BatchManifest.create("b1", [a, b])
+    manifest.update(a.video_id, status="done", models="m1", init_status="done", extend_status="done",
+                    refine_status="done")
+    manifest.update(b.video_id, status="done", models=None, init_status="done", extend_status="done",
+                    refine_status="done")
+    assert manifest.requeue_other_models("m1") == [b.video_id]
+    assert manifest.row(a.video_id)["status"] == "done"
+    assert {manifest.row(b.video_id)[c] for c in ("status", "init_status", "refine_status")} == {"pending"}

@@ -57,9 +57,8 @@ def local_pools(ray_local):
 def test_batch_streams_through_the_pools_and_contains_a_storage_error(local_pools, tmp_path):
     prompts = ["A camel resting on the snow field.", "Men walking in the rain.", "A squirrel in Antarctica."]
     jobs = _jobs(tmp_path, prompts, num_frames=24)
-    broken = jobs[1].store.work
-    Path(broken).parent.mkdir(parents=True)
-    Path(broken).write_text("a file where the video's work folder should be")
+    jobs[1].store.claim(ModelSources().fingerprint())  # its work folder, made by these models
+    Path(jobs[1].store.work, "extend").write_text("a file where the video's chunk folder should be")
     events: list[tuple[float, str, dict]] = []
     results = BatchScheduler(local_pools, ModelSources(),
                              on_update=lambda v, f: events.append((time.monotonic(), v, f))).run(jobs)
