@@ -12,22 +12,26 @@ Endpoints (JSON unless noted; the OpenAPI schema is at /openapi.json):
     GET    /v1/videos/{id}.mp4             -> the final video (409 until it is done)
     GET    /v1/service                     -> active jobs, calls in flight, open streams, limits
     DELETE /v1/videos/{id}                 -> cancel (within one denoising step)
+    DELETE /v1/videos/{id}?purge=true      -> remove a finished job and its files
 
 Three deployments:
 
-* ``VideoAPI`` (FastAPI ingress): validates requests and dispatches each accepted job to the
-  generation deployment.
+* ``VideoAPI`` (FastAPI ingress): validates requests and hands accepted ones to the owner. It
+  holds no job state, so a restarted ingress loses nothing.
 * ``JobOwner`` (flows/serve_jobs.py; one replica, fixed): the only writer of the jobs' state, an
   :class:`infra.jobs.JobBoard` over the manifest ``<root>/manifest.parquet`` (local path or
-  ``s3://``, committed atomically on every change). A restarted application reads it back, so
-  finished jobs keep answering. It also bounds the queue: at most ``max_queue`` jobs queued or
-  running, beyond that 429 with ``Retry-After``, so Serve's queue in front of the generation
-  replicas stays as short (a job cancelled while queued leaves it at once).
+  ``s3://``, committed atomically on every change), and the dispatcher of queued jobs. A
+  restarted application reads it back: finished jobs keep answering, queued jobs are dispatched
+  again, running ones keep running if their generator is alive and are queued again (resuming)
+  once their lease expires. It bounds the queue: at most ``max_queue`` jobs queued or running,
+  beyond that 429 with ``Retry-After``, so Serve's queue in front of the generation replicas
+  stays as short (a job cancelled while queued leaves it at once).
 * ``Generator`` (``max_ongoing_requests=1``, autoscaled, resources of the extend pool): loads the
   stages once and runs one video per call with :func:`stages.generate.generate_video`, writing
   each finished low-res chunk's MP4 and reporting it to the owner, which it also asks after
-  every denoising step whether to stop. Chunk latents are saved as they finish (the run store),
-  so a failed or cancelled job that is submitted again resumes after its last finished chunk.
+  every denoising step whether to stop; a heartbeat every third of ``lease_s`` keeps the job's
+  lease between reports. Chunk latents are saved as they finish (the run store), so a lost,
+  failed or cancelled job that runs again resumes after its last finished chunk.
 
 Streaming: server-sent events that carry the URL of a small MP4 per chunk, rather than one
 growing fragmented MP4 or a WebSocket. SSE is plain HTTP (proxies, ``curl -N``, the browser's
@@ -40,9 +44,11 @@ url, chunks_total, status}; ``done`` {video_url, ...}; ``failed`` / ``cancelled`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -100,6 +106,10 @@ class ServeArgs(BaseModel):
     max_steps: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_STEPS", 100), ge=1)  # DDIM steps
     max_guidance: float = Field(30.0, gt=0, allow_inf_nan=False)  # each guidance weight
     retry_after_s: int = Field(10, ge=1)
+    lease_s: float = Field(60.0, gt=0, allow_inf_nan=False)  # a running job silent this long is queued again
+    max_redispatch: int = Field(2, ge=0)  # times a lost job is queued again before it fails
+    retention_h: float = Field(default_factory=lambda: float(os.environ.get("STREAMINGT2V_RETENTION_H", 168)), ge=0,
+                               allow_inf_nan=False)  # finished jobs' files and rows are removed after this; 0 keeps them
     max_streams: int = Field(64, ge=1)  # open SSE streams in all; beyond them 429 (status polling still answers)
     max_streams_per_job: int = Field(4, ge=1)
     api_token: str | None = None  # else the STREAMINGT2V_API_TOKEN environment variable of the API replicas
@@ -133,11 +143,17 @@ class Cancelled(Exception):
 class Generator:
     """One video per call on stages loaded once; progress and cancellation go through the owner."""
 
-    def __init__(self, owner: DeploymentHandle, root: str, sources: ModelSources, torch_threads: int) -> None:
+    def __init__(self, root: str, sources: ModelSources, torch_threads: int, heartbeat_s: float) -> None:
         torch.set_num_threads(torch_threads)
-        self.owner = owner
+        # The owner dispatches to this deployment, so it is looked up by name, not bound (no cycle).
+        self.owner = serve.get_deployment_handle("JobOwner", serve.get_replica_context().app_name)
         self.root = root
+        self.heartbeat_s = heartbeat_s
         self.stages = Stages.load(sources)
+
+    async def models(self) -> str | None:
+        """The fingerprint of the models this replica runs (ModelSources.fingerprint)."""
+        return self.stages.models
 
     async def run(self, params: dict, attempt: int) -> str:
         # The work runs in a thread: the replica's event loop stays free, and the thread may
@@ -153,6 +169,21 @@ class Generator:
         plan = self.stages.extend.plan(request)
         if not ask("start", plan):
             return "not started"
+        beating = threading.Event()
+        threading.Thread(target=self._heartbeat, args=(ask, beating), daemon=True).start()
+        try:
+            return self._generate(request, attempt, store, plan, ask)
+        finally:
+            beating.set()
+
+    def _heartbeat(self, ask: Any, stop: threading.Event) -> None:
+        """Keep the job's lease while the work is between reports (decoding, writing files)."""
+        while not stop.wait(self.heartbeat_s):
+            with contextlib.suppress(Exception):  # a missed beat is what the lease allows for
+                ask("heartbeat")
+
+    def _generate(self, request: GenerationRequest, attempt: int, store: RunStore, plan, ask) -> str:
+        video_id = request.video_id
         t0, finished_at = time.perf_counter(), {}  # chunk index -> seconds since the start
 
         def report(index: int) -> None:
@@ -187,7 +218,8 @@ class Generator:
             return "failed"
         timings = {k: v for k, v in record["timings"].items() if k in ("refine_s", "total_s")}
         artifacts = {"video_uri": store.final_video, "low_res_uri": store.low_res_video,
-                     "record_uri": store.record, "chunk_latents_uri": storage.join(store.work, "extend")}
+                     "record_uri": store.record, "chunk_latents_uri": storage.join(store.work, "extend"),
+                     "models": self.stages.models}
         ask("finish", "done", None, timings, artifacts)
         return "done"
 
@@ -198,14 +230,11 @@ class VideoAPI:
     """The HTTP ingress; its FastAPI app (:func:`http_app`) is built on the replica, where the
     token and the limits are known."""
 
-    def __init__(self, owner: DeploymentHandle, generator: DeploymentHandle, args: ServeArgs,
-                 sources: ModelSources) -> None:
+    def __init__(self, owner: DeploymentHandle, args: ServeArgs, sources: ModelSources) -> None:
         self.owner = owner
         self.tokenizer = sources.load_tokenizer()  # the generators' tokenizer: prompts are checked before a job exists
-        self.generator = generator
         self.args = args
         self.token = args.token()
-        self.dispatched: dict[str, asyncio.Task] = {}  # the call in flight per job (at most max_queue)
         self.streams: dict[str, int] = {}  # open SSE streams per job
         self.streams_total = 0
 
@@ -323,8 +352,6 @@ async def submit_video(body: VideoBody, request: Request) -> JSONResponse:
                             {"Retry-After": str(api.args.retry_after_s)})
     if "unavailable" in submitted:
         return _unavailable(submitted["unavailable"], api.args.retry_after_s)
-    if submitted["attempt"] is not None:
-        api.dispatch(generation.video_id, params, submitted["attempt"])
     job = _links(request, submitted["job"])
     reply = {k: job[k] for k in ("id", "status", "status_url", "stream_url", "video_url")}
     return JSONResponse(reply, 202, {"Location": job["status_url"]})
@@ -335,8 +362,7 @@ async def service_status(request: Request) -> dict:
     """The service's load: jobs queued or running (at most ``max_queue``), generation calls in
     flight, open event streams, and the limits."""
     api = request.app.state.api
-    return {"active_jobs": await api.owner.active.remote(), "max_queue": api.args.max_queue,
-            "dispatched_calls": len(api.dispatched), "open_streams": api.streams_total,
+    return {**await api.owner.load.remote(), "max_queue": api.args.max_queue, "open_streams": api.streams_total,
             "max_streams": api.args.max_streams}
 
 
@@ -412,12 +438,16 @@ async def video_status(request: Request, video_id: VideoId) -> dict:
     return _links(request, await _job(request, video_id))
 
 
-@router.delete("/{video_id}", responses={409: {"description": "already done or failed"},
+@router.delete("/{video_id}", responses={409: {"description": "already done or failed (cancel); not finished (purge)"},
                                          503: {"description": "job state not saved; see Retry-After"}})
-async def cancel_video(request: Request, video_id: VideoId) -> JSONResponse:
+async def cancel_video(request: Request, video_id: VideoId, purge: bool = False) -> JSONResponse:
     """Cancel: a queued job at once (200), a running one within one denoising step (202; its
-    status turns cancelled when the generator has stopped and freed its replica)."""
+    status turns cancelled when the generator has stopped and freed its replica). With
+    ``purge=true``: remove a finished (done, failed or cancelled) job and its files (200); the
+    service also does so by itself ``retention_h`` hours after a job finished."""
     job = await _job(request, video_id)
+    if purge:
+        return await _purge(request, job)
     if job["status"] in ("done", "failed"):
         raise HTTPException(409, f"video {video_id} is {job['status']}: nothing to cancel")
     job = await request.app.state.api.owner.cancel.remote(video_id)
@@ -425,9 +455,19 @@ async def cancel_video(request: Request, video_id: VideoId) -> JSONResponse:
         return _unavailable(job["unavailable"], request.app.state.api.args.retry_after_s)
     if job["status"] in ("done", "failed"):  # it finished between the check above and the cancel
         raise HTTPException(409, f"video {video_id} is {job['status']}: nothing to cancel")
-    if job["status"] == "cancelled":  # it was queued: its call leaves Serve's queue now
-        request.app.state.api.withdraw(video_id)
     return JSONResponse(_links(request, job), 202 if job["status"] == "running" else 200)
+
+
+async def _purge(request: Request, job: dict) -> JSONResponse:
+    video_id = job["id"]
+    if job["status"] not in FINISHED:
+        raise HTTPException(409, f"video {video_id} is {job['status']}: cancel it first, then purge it")
+    purged = await request.app.state.api.owner.purge.remote(video_id)
+    if "unavailable" in purged:
+        return _unavailable(purged["unavailable"], request.app.state.api.args.retry_after_s)
+    if not purged["purged"]:  # resubmitted between the check and the purge
+        raise HTTPException(409, f"video {video_id} is no longer finished")
+    return JSONResponse({"id": video_id, "status": "purged"}, 200)
 
 
 def _unavailable(reason: str, retry_after_s: int) -> JSONResponse:
@@ -453,10 +493,11 @@ def app(args: dict) -> serve.Application:
     pool = ClusterConfig.load(config.pools).extend
     if config.min_replicas > pool.size:
         raise ConfigError("min_replicas", config.min_replicas, f"at most the extend pool's size {pool.size}")
-    owner = JobOwner.bind(config.root, config.max_queue)
     generator = Generator.options(
         ray_actor_options=_replica_options(pool),
         autoscaling_config={"min_replicas": config.min_replicas, "max_replicas": pool.size,
                             "target_ongoing_requests": 1},
-    ).bind(owner, config.root, sources, pool.torch_threads)
-    return VideoAPI.bind(owner, generator, config, sources)
+    ).bind(config.root, sources, pool.torch_threads, config.lease_s / 3)
+    owner = JobOwner.bind(config.root, config.max_queue, generator, config.lease_s, config.max_redispatch,
+                          config.retention_h * 3600)
+    return VideoAPI.bind(owner, config, sources)

@@ -19,12 +19,24 @@ Every call from the generation replica carries the job's attempt number (the ``a
 column, raised each time the job is queued): a late report of an older attempt, e.g. one that
 was cancelled and resubmitted, is ignored and told to stop. :class:`JobBoard` is plain Python;
 :class:`flows.serve_jobs.JobOwner` is its single-replica Serve deployment, so that exactly one
-process writes the manifest.
+process writes the manifest, and the one that dispatches the queued jobs.
+
+A running job holds a lease that its generator renews with every report (a heartbeat, each
+denoising step, each chunk). A job whose lease expires, or whose generator call ends without
+finishing it (the replica died), is lost: it is queued again as a new attempt, which resumes
+after its last finished chunk (its old attempt, if still alive somewhere, is told to stop), up to
+``max_redispatch`` times, then it fails with :data:`LOST`. Leases live in memory: a restarted
+owner gives every running job a fresh one (its generator, if alive, keeps reporting into the new
+owner), and queued jobs are dispatched again from the manifest, so no job is left queued or
+running with nobody working on it.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +49,9 @@ from models.request import GenerationRequest
 
 API_STATUS = {"pending": "queued", "running": "running", "done": "done", "failed": "failed", "skipped": "cancelled"}
 ACTIVE = ("pending", "running")  # what counts against the queue bound
+FINISHED = ("done", "failed", "skipped")
 CANCELLED = "cancelled by the client"
-INTERRUPTED = ("interrupted: the service stopped before the job finished; submit the same request again to "
-               "resume from its last finished chunk")
+LOST = "generation lost"  # the start of the error of a job that was lost more than max_redispatch times
 STAGES = ("init", "extend", "refine")
 
 
@@ -66,25 +78,30 @@ class Submission:
 class JobBoard:
     """The jobs of one service, as rows of the manifest at ``<root>/manifest.parquet``.
 
-    A restarted service reads the manifest back: finished jobs answer as before, jobs that were
-    queued or running are marked failed with :data:`INTERRUPTED` (their chunks stay in storage,
-    so resubmitting resumes them). ``on_change(job_id)`` is called after every committed change.
+    A restarted service reads the manifest back: finished jobs answer as before, queued jobs are
+    to be dispatched again (:meth:`queued`), running ones get a fresh lease of ``lease_s``
+    seconds. ``on_change(job_id)`` is called after every committed change; ``clock`` gives
+    seconds (monotonic) for the leases.
     """
 
     def __init__(self, root: str, max_queue: int = 8, batch_id: str = "serve",
-                 on_change: Callable[[str], None] = lambda job_id: None) -> None:
+                 on_change: Callable[[str], None] = lambda job_id: None, lease_s: float = 60.0,
+                 max_redispatch: int = 2, clock: Callable[[], float] = time.monotonic) -> None:
+        self.root = root
         self.uri = storage.join(root, "manifest.parquet")
         self.max_queue = max_queue
         self.on_change = on_change
+        self.lease_s = lease_s
+        self.max_redispatch = max_redispatch
+        self.clock = clock
         self.manifest = BatchManifest.read(self.uri) if storage.exists(self.uri) else BatchManifest(batch_id)
         self.plans: dict[str, ChunkPlan] = {}  # chunk plan of each job, reported by the generator
         self.cancel_requested: set[str] = set()
         self.versions: dict[str, int] = {}  # bumped on every change: what a watcher waits for
-        interrupted = [vid for vid, row in self.manifest.rows.items() if row["status"] in ACTIVE]
-        for vid in interrupted:
-            self.manifest.update(vid, status="failed", error=INTERRUPTED, **self._stage_statuses(vid, "failed"))
-        if interrupted:
-            self.manifest.write(self.uri)
+        self.leases: dict[str, float] = {vid: clock() + lease_s for vid, row in self.manifest.rows.items()
+                                         if row["status"] == "running"}  # running job -> expiry
+        self.redispatched: dict[str, int] = {}  # times a job was queued again since it was submitted
+        self.models: str | None = None  # the generators' models fingerprint, once known
         # What storage holds, row by row: what views show (a change is seen once it is committed).
         self.committed: dict[str, dict[str, Any]] = {vid: dict(row) for vid, row in self.manifest.rows.items()}
 
@@ -93,28 +110,66 @@ class JobBoard:
     def submit(self, request: GenerationRequest) -> Submission:
         """Queue ``request``, or return its job if it is already queued, running or done.
 
-        A failed or cancelled job is queued again (a new attempt, resuming from its chunks).
+        A failed or cancelled job is queued again (a new attempt, resuming from its chunks), and so
+        is a done one that other models made (``models``; its stored work is discarded).
         Raises :class:`QueueFull` when ``max_queue`` jobs are queued or running.
         """
         vid = request.video_id
         row = self.manifest.rows.get(vid)
-        if row is not None and row["status"] in (*ACTIVE, "done"):
+        if row is not None and row["status"] in ACTIVE or row is not None and row["status"] == "done" and (
+                self.models is None or row["models"] == self.models):
             return Submission(self.view(vid), None)
         active = self.active()
         if active >= self.max_queue:
             raise QueueFull(active, self.max_queue)
-        attempt = (0 if row is None else row["attempts"]) + 1
-        stages = {f"{s}_status": "pending" for s in STAGES if not (s == "refine" and not request.refine)}
-
-        def queue() -> None:
-            if vid not in self.manifest.rows:
-                self.manifest.rows[vid] = BatchManifest.create(self.manifest.batch_id, [request]).rows[vid]
-            self.manifest.update(vid, status="pending", attempts=attempt, error=None, chunks_done=0, **stages)
-
-        self._apply(vid, queue)
-        self.cancel_requested.discard(vid)
-        self.plans.pop(vid, None)
+        attempt = self._queue(request)
+        self.redispatched.pop(vid, None)
         return Submission(self.view(vid), attempt)
+
+    def queued(self) -> list[tuple[str, int]]:
+        """The queued jobs and their attempts: what the owner dispatches (all of them after a restart)."""
+        return [(vid, row["attempts"]) for vid, row in self.manifest.rows.items() if row["status"] == "pending"]
+
+    def request(self, vid: str) -> GenerationRequest:
+        return self.manifest.request(vid)
+
+    def purge(self, vids: list[str]) -> list[str]:
+        """Remove finished jobs: their rows go to a history file (``<root>/history/``, one file per
+        purge, so the manifest stays as small as the jobs kept), then their files are deleted,
+        then the manifest is committed without them. Jobs that are not finished are left alone;
+        returns the ids purged. A purge that stops half way is completed by the next one (a row
+        then appears in two history files)."""
+        gone = [vid for vid in vids if self.manifest.rows.get(vid, {}).get("status") in FINISHED]
+        if not gone:
+            return []
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        history = BatchManifest(self.manifest.batch_id, {vid: self.manifest.rows[vid] for vid in gone})
+        try:
+            history.write(storage.join(self.root, "history", f"jobs-{stamp}-{uuid.uuid4().hex[:8]}.parquet"))
+            for vid in gone:
+                store = RunStore(self.root, vid)
+                for uri in (store.work, store.final_video, store.low_res_video, store.record):
+                    storage.remove(uri)
+        except Exception as error:
+            raise StorageUnavailable(f"the jobs could not be removed ({type(error).__name__}); retry later") from error
+        saved = {vid: self.manifest.rows.pop(vid) for vid in gone}
+        try:
+            self.manifest.write(self.uri)
+        except Exception as error:
+            self.manifest.rows.update(saved)
+            raise StorageUnavailable(f"the job state could not be saved ({type(error).__name__}); nothing "
+                                     "changed, retry later") from error
+        for vid in gone:  # finished: no stream waits on them
+            self.committed.pop(vid, None)
+            self.plans.pop(vid, None)
+            self.versions.pop(vid, None)
+        return gone
+
+    def expired(self, retention_s: float) -> list[str]:
+        """Finished jobs last changed more than ``retention_s`` seconds ago."""
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=retention_s)
+        return [vid for vid, row in self.manifest.rows.items() if row["status"] in FINISHED
+                and row["updated_at"] < cutoff]
 
     def cancel(self, vid: str) -> dict[str, Any]:
         """A queued job is cancelled at once; a running one is asked to stop (the generator checks
@@ -168,6 +223,7 @@ class JobBoard:
         self._apply(vid, lambda: self.manifest.update(vid, status="running", init_status="running",
                                                       chunks_total=len(plan.chunks)))
         self.plans[vid] = plan
+        self.leases[vid] = self.clock() + self.lease_s
         return True
 
     def chunk_done(self, vid: str, attempt: int, index: int, timings: dict[str, float]) -> bool:
@@ -183,7 +239,36 @@ class JobBoard:
         return self.should_stop(vid, attempt)
 
     def should_stop(self, vid: str, attempt: int) -> bool:
-        return self._stale(vid, attempt) or vid in self.cancel_requested
+        """Whether the attempt should stop; any report of the live attempt renews its lease."""
+        if self._stale(vid, attempt):
+            return True
+        if vid in self.leases:
+            self.leases[vid] = self.clock() + self.lease_s
+        return vid in self.cancel_requested
+
+    heartbeat = should_stop  # the generator's report between steps: alive, should it stop?
+
+    def lost(self, vid: str, attempt: int, reason: str) -> int | None:
+        """The attempt's generator call ended without finishing the job (the replica died): the
+        job is queued again (returns the new attempt to dispatch) or, past ``max_redispatch``,
+        fails. A no-op (None) for an attempt that is not live."""
+        if vid not in self.manifest.rows or self._stale(vid, attempt):
+            return None
+        return self._lose(vid, reason)
+
+    def expire(self) -> list[tuple[str, int]]:
+        """Every running job whose lease has expired is lost (see :meth:`lost`); returns the
+        (job, attempt) pairs queued again."""
+        now = self.clock()
+        requeued = []
+        for vid in [vid for vid, until in self.leases.items() if until < now]:
+            try:
+                attempt = self._lose(vid, f"no report from its generator for {self.lease_s:g} s")
+            except StorageUnavailable:  # nothing changed: the next sweep tries again
+                continue
+            if attempt is not None:
+                requeued.append((vid, attempt))
+        return requeued
 
     def finish(self, vid: str, attempt: int, outcome: str, error: str | None = None,
                timings: dict[str, float] | None = None, artifacts: dict[str, str] | None = None) -> None:
@@ -192,6 +277,37 @@ class JobBoard:
             self._finish(vid, outcome, error, timings or {}, artifacts or {})
 
     # --- inside ----------------------------------------------------------------------------------
+
+    def _queue(self, request: GenerationRequest) -> int:
+        """Queue ``request``'s job as a new attempt (resuming from its chunks); returns the attempt."""
+        vid = request.video_id
+        row = self.manifest.rows.get(vid)
+        attempt = (0 if row is None else row["attempts"]) + 1
+        stages = {f"{s}_status": "pending" for s in STAGES if not (s == "refine" and not request.refine)}
+
+        def queue() -> None:
+            if vid not in self.manifest.rows:
+                self.manifest.rows[vid] = BatchManifest.create(self.manifest.batch_id, [request]).rows[vid]
+            self.manifest.update(vid, status="pending", attempts=attempt, error=None, chunks_done=0, **stages)
+
+        self._apply(vid, queue)
+        self.leases.pop(vid, None)
+        self.cancel_requested.discard(vid)
+        self.plans.pop(vid, None)
+        return attempt
+
+    def _lose(self, vid: str, reason: str) -> int | None:
+        """Queue a lost job again, or fail it once it was lost ``max_redispatch`` times."""
+        times = self.redispatched.get(vid, 0)
+        if vid in self.cancel_requested:  # it was being cancelled: it is
+            self._finish(vid, "cancelled")
+            return None
+        if times >= self.max_redispatch:
+            self._finish(vid, "failed", f"{LOST}: {reason} (queued again {times} times)")
+            return None
+        attempt = self._queue(self.manifest.request(vid))
+        self.redispatched[vid] = times + 1
+        return attempt
 
     def _stale(self, vid: str, attempt: int) -> bool:
         """A report of an attempt that is not the job's live one: superseded, or ended (e.g.
@@ -208,6 +324,7 @@ class JobBoard:
         self._apply(vid, lambda: self.manifest.update(vid, status=status, error=error, **stage_statuses,
                                                       **(timings or {}), **(artifacts or {})))
         self.cancel_requested.discard(vid)
+        self.leases.pop(vid, None)
 
     def _stage_statuses(self, vid: str, outcome: str) -> dict[str, str]:
         """The stage columns when the job ends with ``outcome``: the unfinished stages take it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -53,6 +54,49 @@ def tiny_stages():
 
 
 
+class S3Faults:
+    """Fault injection for the local S3 server: while a rule holds, PUTs of keys ending with its
+    suffix are answered 503 (S3's SlowDown), as an overloaded or failing store would."""
+
+    def __init__(self) -> None:
+        self.rules: list[tuple[str, float]] = []
+        self.refused = 0
+
+    def fail_puts(self, suffix: str, seconds: float) -> None:
+        self.rules.append((suffix, time.monotonic() + seconds))
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def _failing(self, environ) -> bool:
+        now = time.monotonic()
+        path = environ.get("PATH_INFO", "")
+        return environ.get("REQUEST_METHOD") == "PUT" and any(path.endswith(s) and now < t for s, t in self.rules)
+
+    def wrap(self, app):
+        def faulty(environ, start_response):
+            if self._failing(environ):
+                self.refused += 1
+                body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
+                        b"<Message>injected fault</Message></Error>")
+                start_response("503 Slow Down", [("Content-Type", "application/xml"),
+                                                 ("Content-Length", str(len(body)))])
+                return [body]
+            return app(environ, start_response)
+
+        return faulty
+
+
+S3_FAULTS = S3Faults()
+
+
+@pytest.fixture()
+def s3_faults(s3_server):
+    """The local S3 server's fault switch (cleared after the test)."""
+    yield S3_FAULTS
+    S3_FAULTS.clear()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A local S3-compatible server (moto) on 127.0.0.1; yields its endpoint URL.
@@ -65,10 +109,19 @@ def s3_server():
     import logging
 
     import s3fs
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from moto.server import ThreadedMotoServer
+    from werkzeug.serving import make_server
+
+    class FaultyMotoServer(ThreadedMotoServer):  # moto's threaded server, its app behind S3_FAULTS
+        def _server_entry(self) -> None:
+            app = S3_FAULTS.wrap(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = FaultyMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from infra.cluster import GPU
-from infra.jobs import CANCELLED, INTERRUPTED, JobBoard, QueueFull
+from infra.jobs import CANCELLED, LOST, JobBoard, QueueFull
 from infra.video_io import read_video
 from models.chunk_plan import ChunkPlan
 from models.request import GenerationRequest
@@ -128,6 +128,22 @@ def test_submit_stream_then_fetch(client, tmp_path):
     again = submit(client, num_frames=40, seed=1, **TINY)  # idempotent: the same job, no new work
     assert (again["id"], again["status"]) == (job["id"], "done")
     assert client.get(job["status_url"]).json()["attempts"] == 1
+
+
+@pytest.mark.integration
+def test_a_finished_job_is_purged_on_request_and_a_running_one_is_not(client, service):
+    job = submit(client, "A purple kite over the sea.", **QUICK)
+    assert finish(client, job["id"])[0] == "done"
+    files = list(Path(service.root).glob(f"{job['id']}*"))
+    assert files
+    purged = client.delete(f"{job['status_url']}?purge=true")
+    assert purged.status_code == 200 and purged.json() == {"id": job["id"], "status": "purged"}
+    assert client.get(job["status_url"]).status_code == 404 and client.get(job["video_url"]).status_code == 404
+    assert not any(f.exists() for f in files) and list(Path(service.root).glob("history/*.parquet"))
+    running = submit(client, "A purple kite over the sea.", **{**QUICK, "num_frames": 400})
+    assert client.delete(f"{running['status_url']}?purge=true").status_code == 409
+    assert client.delete(running["status_url"]).status_code in (200, 202)
+    assert finish(client, running["id"])[0] == "cancelled"
 
 
 @pytest.mark.integration
@@ -244,14 +260,18 @@ def test_malformed_requests_get_the_right_4xx_and_the_service_keeps_serving(clie
 
 
 @pytest.mark.integration
-def test_restart_answers_for_finished_jobs_and_fails_interrupted_ones(service, client, tmp_path):
+def test_restart_answers_for_finished_jobs_and_resumes_running_ones(service, client, tmp_path):
+    """The whole application stops with a job running: the restarted one still answers for
+    finished jobs, and the running job, whose generator died with it, is queued again once its
+    lease expires and resumes after its last finished chunk."""
     from ray import serve
 
     finished = GenerationRequest("A camel resting on the snow field.", num_frames=40, seed=1, **TINY).video_id
     running = submit(client, "A horse galloping on a beach.", **LONG)
     assert next(events(client, running["id"]))[0] == "chunk"
+    before = client.get(running["status_url"]).json()
     serve.shutdown()
-    service.deploy(api_token=TOKEN)  # the same root; the auth test below uses this deployment
+    service.deploy(api_token=TOKEN, lease_s=2)  # the same root; the tests below use this deployment
     service.headers["Authorization"] = f"Bearer {TOKEN}"
     with service.client() as restarted:
         status = restarted.get(f"/v1/videos/{finished}").json()
@@ -261,12 +281,35 @@ def test_restart_answers_for_finished_jobs_and_fails_interrupted_ones(service, c
         assert [data["frames"] for _, data in replay[:-1]] == [[0, 16], [16, 24], [24, 32], [32, 40]]
         assert replay[-1][0] == "done"
 
-        interrupted = restarted.get(running["status_url"]).json()
-        assert (interrupted["status"], interrupted["error"]) == ("failed", INTERRUPTED)
+        resumed = wait_for(restarted, running["id"], lambda job: job["attempts"] > before["attempts"]
+                           and job["status"] == "running" and job["chunks_done"] > before["chunks_done"])
+        assert resumed["error"] is None
         again = restarted.post("/v1/videos", json={"prompt": "A horse galloping on a beach.", **LONG})
-        assert again.status_code == 202 and again.json()["id"] == running["id"]  # queued again: resumes
+        assert again.status_code == 202 and again.json()["id"] == running["id"]  # the same job: no new work
+        assert restarted.get(running["status_url"]).json()["attempts"] == resumed["attempts"]
         assert restarted.delete(running["status_url"]).status_code in (200, 202)
         assert finish(restarted, running["id"])[0] == "cancelled"
+
+
+def wait_for(client: httpx.Client, video_id: str, condition, timeout_s: float = 120) -> dict:
+    """Poll the job's status until ``condition(job)`` holds."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = client.get(f"/v1/videos/{video_id}").json()
+        if condition(job):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+
+
+def kill_replica(deployment: str) -> None:
+    """Kill one replica of the app's ``deployment`` (Serve starts a new one)."""
+    import ray
+
+    (actor,) = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]]
+    ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
 
 
 @pytest.mark.integration
@@ -280,6 +323,119 @@ def test_bearer_token(service):
         assert anonymous.get("/openapi.json").status_code == 200  # the docs stay public
         ok = anonymous.post("/v1/videos", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 202
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("killed", ["Generator", "VideoAPI", "JobOwner"])
+def test_a_killed_replica_loses_no_job(service, killed, tmp_path):
+    """One replica dies while a job runs and another is queued (the generation worker mid-job,
+    the ingress, the jobs' owner): both jobs end done with every frame, each row once in the
+    manifest, and the service keeps answering."""
+    from infra import storage
+
+    with service.client() as c:
+        first = submit(c, f"A red kite over a {killed} field.", num_frames=48, **TINY)
+        second = submit(c, f"A blue boat on a {killed} lake.", num_frames=32, **TINY)
+        wait_for(c, first["id"], lambda job: job["chunks_done"] >= 2)
+        assert c.get(second["status_url"]).json()["status"] == "queued"
+        kill_replica(killed)
+    with service.client() as c:  # a new connection: the ingress may be new
+        ended = [wait_for(c, job["id"], lambda j: j["status"] in ("done", "failed", "cancelled"), 180)
+                 for job in (first, second)]
+        assert [job["status"] for job in ended] == ["done", "done"], ended
+        assert frames_of(c, ended[0]["video_url"], tmp_path, "first.mp4") == 48
+        assert frames_of(c, ended[1]["video_url"], tmp_path, "second.mp4") == 32
+        assert c.get("/v1/service").json()["active_jobs"] == 0
+    ids = storage.read_table(f"{service.root}/manifest.parquet").column("video_id").to_pylist()
+    assert len(ids) == len(set(ids)) and {first["id"], second["id"]} <= set(ids)
+
+
+@pytest.mark.integration
+def test_a_store_that_refuses_manifest_writes_loses_no_job(service, s3_bucket, s3_faults, tmp_path):
+    """The jobs' store (moto's S3 server) answers every manifest write 503 for a while: a
+    submission gets 503 with Retry-After and changes nothing, reads keep answering, the running
+    job cannot save its progress and is queued again once the store is back (its lease expired),
+    and every job ends done with all its frames, each row once."""
+    import time
+
+    from ray import serve
+
+    local_root = service.root
+    serve.shutdown()
+    service.root = f"{s3_bucket}/serve"
+    service.deploy(api_token=TOKEN, lease_s=2)
+    service.headers["Authorization"] = f"Bearer {TOKEN}"
+    try:
+        _outage(service, s3_faults, tmp_path)
+    finally:  # the bucket goes with the test: the tests below use the local root again
+        serve.shutdown()
+        service.root = local_root
+        service.deploy(api_token=TOKEN, lease_s=2)
+
+
+def _outage(service: Service, s3_faults, tmp_path) -> None:
+    import time
+
+    from infra import storage
+
+    with service.client() as c:
+        first = submit(c, "A green tractor in a field.", num_frames=48, **TINY)
+        wait_for(c, first["id"], lambda job: job["chunks_done"] >= 1)
+        s3_faults.fail_puts("manifest.parquet", 600)
+        refused = c.post("/v1/videos", json={"prompt": "A white swan on a pond.", "num_frames": 32, **TINY})
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "3", refused.text
+        assert c.get(first["status_url"]).status_code == 200 and c.get("/v1/service").status_code == 200
+        time.sleep(3)  # the running job meets the outage too
+        s3_faults.clear()
+        second = submit(c, "A white swan on a pond.", num_frames=32, **TINY)
+        ended = [wait_for(c, job["id"], lambda j: j["status"] in ("done", "failed", "cancelled"), 240)
+                 for job in (first, second)]
+        assert [job["status"] for job in ended] == ["done", "done"], ended
+        assert frames_of(c, ended[0]["video_url"], tmp_path, "first.mp4") == 48
+        assert frames_of(c, ended[1]["video_url"], tmp_path, "second.mp4") == 32
+    assert s3_faults.refused > 0
+    ids = storage.read_table(f"{service.root}/manifest.parquet").column("video_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 2
+
+
+@pytest.mark.integration
+def test_300_open_streams_are_capped_and_the_service_keeps_answering(service):
+    """300 clients open the event stream of one running job at once: the per-job cap admits 4,
+    the others get 429 with Retry-After; status and submission keep answering meanwhile, and
+    every admitted stream follows the job to its end."""
+    import asyncio
+
+    async def scenario():
+        limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}", headers=service.headers,
+                                     trust_env=False, timeout=240, limits=limits) as c:
+            posted = await c.post("/v1/videos", json={"prompt": "An orange balloon over a town.", "num_frames": 64,
+                                                      **TINY})
+            assert posted.status_code == 202, posted.text
+            job = posted.json()
+
+            async def follow() -> tuple[int, str | None, str | None]:
+                async with c.stream("GET", job["stream_url"]) as response:
+                    if response.status_code != 200:
+                        return response.status_code, response.headers.get("retry-after"), None
+                    last = None
+                    async for line in response.aiter_lines():
+                        if line.startswith("event: "):
+                            last = line.removeprefix("event: ")
+                    return 200, None, last
+
+            streams = [asyncio.create_task(follow()) for _ in range(300)]
+            await asyncio.sleep(1.0)
+            status = await c.get(job["status_url"])
+            other = await c.post("/v1/videos", json={"prompt": "A grey cat asleep on a chair.", **QUICK})
+            return await asyncio.gather(*streams), status.status_code, other.status_code
+
+    results, status, other = asyncio.run(scenario())
+    admitted = [r for r in results if r[0] == 200]
+    refused = [r for r in results if r[0] == 429]
+    assert len(admitted) == 4 and len(refused) == 296 and {r[1] for r in refused} == {"3"}
+    assert {r[2] for r in admitted} == {"done"}
+    assert status == 200 and other == 202
 
 
 def test_serve_config_names_the_app_and_gives_generation_the_extend_pool():
@@ -325,11 +481,117 @@ def test_job_board_ignores_a_superseded_attempt(tmp_path):
     assert board.submit(GenerationRequest("Another.", num_frames=16, **TINY)).attempt == 1  # max_queue=2: full now
     with pytest.raises(QueueFull):
         board.submit(GenerationRequest("A third.", num_frames=16, **TINY))
-    reread = JobBoard(str(tmp_path))  # a restart: the running job was interrupted
-    assert (reread.view(request.video_id)["status"], reread.view(request.video_id)["error"]) == ("failed", INTERRUPTED)
-    # its generator, still running, reports into the restarted board: ignored and told to stop
-    assert reread.chunk_done(request.video_id, second, 1, {}) is True and reread.should_stop(request.video_id, second)
-    assert reread.view(request.video_id)["chunks_done"] == 1 and reread.view(request.video_id)["status"] == "failed"
+    reread = JobBoard(str(tmp_path))  # a restart: the running job keeps its attempt and gets a fresh lease
+    assert reread.view(request.video_id)["status"] == "running" and reread.leases.keys() == {request.video_id}
+    assert reread.queued() == [(GenerationRequest("Another.", num_frames=16, **TINY).video_id, 1)]  # to dispatch
+    # its generator, still running, reports into the restarted board and goes on
+    assert reread.chunk_done(request.video_id, second, 1, {}) is False and not reread.should_stop(request.video_id, second)
+    assert reread.view(request.video_id)["chunks_done"] == 2
+    assert reread.chunk_done(request.video_id, first, 2, {}) is True  # the superseded one is still told to stop
+
+
+def test_a_done_job_that_other_models_made_runs_again(tmp_path):
+    """After a weights upgrade a resubmission does not return the old video: the job is queued
+    again (its stored work is discarded when it runs); with the same models it is the same job."""
+    board = JobBoard(str(tmp_path), max_queue=2)
+    board.models = "models-1"
+    request = GenerationRequest("A camel resting on the snow field.", num_frames=24, **TINY)
+    vid, plan = request.video_id, ChunkPlan.for_extend(24)
+    attempt = board.submit(request).attempt
+    assert board.start(vid, attempt, plan)
+    board.finish(vid, attempt, "done", artifacts={"models": "models-1"})
+    assert board.submit(request).attempt is None  # the same models: the finished job answers
+    upgraded = JobBoard(str(tmp_path), max_queue=2)  # restarted with new weights
+    upgraded.models = "models-2"
+    again = upgraded.submit(request)
+    assert again.attempt == attempt + 1 and again.job["status"] == "queued"
+
+
+def test_finished_jobs_are_purged_into_the_history_with_their_files(tmp_path):
+    """Retention: a finished job's files go and its row moves to a history file, so the manifest
+    holds only the jobs kept; an active job is never purged; a purged job submitted again is new."""
+    import torch
+
+    from infra import storage
+    from infra.manifest import BatchManifest
+    from infra.run_store import RunStore
+
+    board = JobBoard(str(tmp_path), max_queue=3)
+    done, active = (GenerationRequest(p, num_frames=24, **TINY) for p in ("A camel.", "A horse."))
+    plan = ChunkPlan.for_extend(24)
+    attempt = board.submit(done).attempt
+    assert board.start(done.video_id, attempt, plan)
+    store = RunStore(str(tmp_path), done.video_id)
+    store.save_chunk(0, torch.zeros(1, 4, 2, 8, 8))
+    storage.write_bytes(store.final_video, b"mp4")
+    board.finish(done.video_id, attempt, "done", artifacts={"video_uri": store.final_video})
+    board.submit(active)
+    assert board.expired(3600) == [] and board.expired(0) == [done.video_id]
+    assert board.purge([done.video_id, active.video_id]) == [done.video_id]
+    assert not board.has(done.video_id) and board.has(active.video_id)
+    assert not storage.exists(store.final_video) and store.finished_chunks() == []
+    (history,) = (tmp_path / "history").glob("*.parquet")
+    assert list(BatchManifest.read(str(history)).rows) == [done.video_id]
+    reread = JobBoard(str(tmp_path), max_queue=3)
+    assert list(reread.manifest.rows) == [active.video_id]
+    assert reread.submit(done).attempt == 1  # a new job
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_running_job_whose_generator_goes_silent_is_queued_again_then_fails(tmp_path):
+    """The lease: every report renews it; once it expires the job is queued again as a new
+    attempt (the old one is told to stop), at most max_redispatch times, then it fails."""
+    clock = _Clock()
+    board = JobBoard(str(tmp_path), max_queue=2, lease_s=10, max_redispatch=1, clock=clock)
+    request = GenerationRequest("A camel resting on the snow field.", num_frames=24, **TINY)
+    vid, plan = request.video_id, ChunkPlan.for_extend(24)
+    first = board.submit(request).attempt
+    assert board.start(vid, first, plan)
+    clock.now = 9
+    assert board.heartbeat(vid, first) is False  # alive: the lease runs to 19
+    clock.now = 18
+    assert board.expire() == [] and board.view(vid)["status"] == "running"
+    clock.now = 20
+    ((again, second),) = board.expire()
+    assert (again, second) == (vid, first + 1) and board.view(vid)["status"] == "queued"
+    assert board.should_stop(vid, first)  # the silent attempt, if it ever wakes, stops
+    assert board.queued() == [(vid, second)] and board.active() == 1
+    assert board.start(vid, second, plan)
+    clock.now = 40
+    assert board.expire() == []  # lost a second time: past max_redispatch=1, it fails
+    view = board.view(vid)
+    assert view["status"] == "failed" and view["error"].startswith(LOST) and board.active() == 0
+    assert board.submit(request).attempt == second + 1  # a resubmission starts counting again
+    assert board.redispatched == {}
+
+
+def test_a_failed_generation_call_queues_the_job_again_unless_it_had_ended(tmp_path):
+    """A call that raises (the replica died) loses its job: queued again; a late failure of an
+    attempt that already ended or was superseded changes nothing."""
+    board = JobBoard(str(tmp_path), max_queue=2, max_redispatch=2)
+    request = GenerationRequest("A camel resting on the snow field.", num_frames=24, **TINY)
+    vid, plan = request.video_id, ChunkPlan.for_extend(24)
+    first = board.submit(request).attempt
+    assert board.start(vid, first, plan)
+    second = board.lost(vid, first, "replica died")
+    assert second == first + 1 and board.view(vid)["status"] == "queued"
+    assert board.lost(vid, first, "late") is None and board.view(vid)["attempts"] == second
+    assert board.start(vid, second, plan)
+    board.finish(vid, second, "done")
+    assert board.lost(vid, second, "answer lost after the end was saved") is None
+    assert board.view(vid)["status"] == "done"
+    cancelled = GenerationRequest("A horse.", num_frames=24, **TINY)
+    attempt = board.submit(cancelled).attempt
+    assert board.start(cancelled.video_id, attempt, plan) and board.cancel(cancelled.video_id)["cancel_requested"]
+    assert board.lost(cancelled.video_id, attempt, "replica died") is None  # being cancelled: it is
+    assert board.view(cancelled.video_id)["status"] == "cancelled"
 
 
 def test_the_body_defaults_are_the_request_defaults():
@@ -421,11 +683,11 @@ def test_a_slow_manifest_write_does_not_block_the_job_owner(tmp_path, monkeypatc
         time.sleep(0.5)
         write(self, uri)
 
-    owner = JobOwner.func_or_class(str(tmp_path), 2)
     request = GenerationRequest("A camel resting on the snow field.", num_frames=24, **TINY)
     monkeypatch.setattr(BatchManifest, "write", slow)
 
     async def scenario():
+        owner = JobOwner.func_or_class(str(tmp_path), 2, _Generator(lambda params, attempt: asyncio.sleep(60)))
         first = await owner.submit(request.params())
         vid, version = first["job"]["id"], first["job"]["version"]
         watcher = asyncio.create_task(owner.watch(vid, version, 5.0))
@@ -436,6 +698,7 @@ def test_a_slow_manifest_write_does_not_block_the_job_owner(tmp_path, monkeypatc
         answered_in = time.perf_counter() - t0
         woken = await watcher
         await cancelling
+        owner.sweeper.cancel()
         return viewed, answered_in, woken
 
     viewed, answered_in, woken = asyncio.run(scenario())
@@ -449,6 +712,85 @@ class _Remote:
 
     async def remote(self, *args):
         return self.fn(*args)
+
+
+class _Call:
+    def __init__(self, fn):
+        self.fn = fn
+
+    async def remote(self, *args):
+        return await self.fn(*args)
+
+
+class _Generator:
+    """A stand-in for the generation deployment's handle: ``run.remote(params, attempt)`` awaits
+    ``work(params, attempt)``; its models' fingerprint is ``models``."""
+
+    def __init__(self, work, models: str = "models-1"):
+        async def fingerprint():
+            return models
+
+        self.run = _Call(work)
+        self.models = _Call(fingerprint)
+
+
+def test_the_owner_dispatches_again_a_job_whose_generation_call_failed(tmp_path):
+    """The replica running a job dies (its call raises): the owner queues the job again and
+    dispatches the new attempt, which finishes it; a restarted owner dispatches the jobs the
+    manifest holds as queued. Calls in flight never exceed the queued jobs."""
+    import asyncio
+
+    from flows.serve_jobs import JobOwner
+
+    request = GenerationRequest("A camel resting on the snow field.", num_frames=24, **TINY)
+    plan = ChunkPlan.for_extend(24)
+    calls = []
+
+    async def scenario():
+        owner = None
+
+        async def work(params, attempt):
+            calls.append(attempt)
+            vid = GenerationRequest(**params, force=True).video_id
+            assert await owner.start(vid, attempt, plan)
+            if len(calls) == 1:
+                raise RuntimeError("ActorDiedError: the replica died")
+            await owner.finish(vid, attempt, "done")
+
+        owner = JobOwner.func_or_class(str(tmp_path), 2, _Generator(work), lease_s=30)
+        job = (await owner.submit(request.params()))["job"]
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if (await owner.view(job["id"]))["status"] == "done":
+                break
+        owner.sweeper.cancel()
+        return await owner.view(job["id"]), await owner.load()
+
+    done, load = asyncio.run(scenario())
+    assert calls == [1, 2] and (done["status"], done["attempts"]) == ("done", 2)
+    assert load == {"active_jobs": 0, "dispatched_calls": 0}
+
+    board = JobBoard(str(tmp_path))
+    queued = GenerationRequest("A horse.", num_frames=24, **TINY)
+    board.submit(queued)  # queued when the service stopped: nobody has its call any more
+    calls.clear()
+
+    async def restarted():
+        async def work(params, attempt):
+            calls.append(attempt)
+            vid = GenerationRequest(**params, force=True).video_id
+            assert await owner.start(vid, attempt, plan)
+            await owner.finish(vid, attempt, "done")
+
+        owner = JobOwner.func_or_class(str(tmp_path), 2, _Generator(work), lease_s=0.4)
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if (await owner.view(queued.video_id))["status"] == "done":
+                break
+        owner.sweeper.cancel()
+        return await owner.view(queued.video_id)
+
+    assert asyncio.run(restarted())["status"] == "done" and calls == [1]
 
 
 def test_streams_resume_after_last_event_id_and_are_capped(tmp_path):
