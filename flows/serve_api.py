@@ -372,7 +372,7 @@ async def video_file(request: Request, video_id: VideoId) -> StreamingResponse:
     job = await _job(request, video_id)
     if job["status"] != "done":
         raise HTTPException(409, f"video {video_id} is {job['status']}, not done")
-    return file_response(job["video_uri"])
+    return await file_response(job["video_uri"])
 
 
 @router.get("/{video_id}/chunks/{index}.mp4", name="chunk_video", response_class=StreamingResponse)
@@ -381,7 +381,7 @@ async def chunk_video(request: Request, index: int, video_id: VideoId) -> Stream
     job = await _job(request, video_id)
     if not 0 <= index < job["chunks_done"]:
         raise HTTPException(404, f"chunk {index} of video {video_id} is not finished ({job['chunks_done']} are)")
-    return file_response(chunk_video_uri(request.app.state.api.args.root, video_id, index))
+    return await file_response(chunk_video_uri(request.app.state.api.args.root, video_id, index))
 
 
 @router.get("/{video_id}/stream", name="video_stream", response_class=StreamingResponse,

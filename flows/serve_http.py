@@ -3,6 +3,7 @@ FastAPI reads a request, and stored files as streamed responses."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 from typing import Any
@@ -99,10 +100,17 @@ async def body_error(request: Request, error: StarletteHTTPException) -> Respons
     return await http_exception_handler(request, error)
 
 
-def file_response(uri: str) -> StreamingResponse:
-    """A stored file (local or s3://) as an HTTP response, read in blocks."""
+async def file_response(uri: str) -> StreamingResponse:
+    """A stored file (local or s3://) as an HTTP response, read in blocks. The storage calls run in
+    worker threads (the blocks too, as Starlette iterates a plain generator there), so a slow
+    store never stalls the ingress's event loop."""
     fs, path = storage.filesystem(uri)
-    if not fs.exists(path):
+
+    def size() -> int | None:
+        return fs.size(path) if fs.exists(path) else None
+
+    length = await asyncio.to_thread(size)
+    if length is None:
         raise HTTPException(404, "the file is no longer in storage")
 
     def blocks():
@@ -110,4 +118,4 @@ def file_response(uri: str) -> StreamingResponse:
             while block := f.read(1 << 20):
                 yield block
 
-    return StreamingResponse(blocks(), media_type="video/mp4", headers={"Content-Length": str(fs.size(path))})
+    return StreamingResponse(blocks(), media_type="video/mp4", headers={"Content-Length": str(length)})

@@ -537,6 +537,44 @@ def test_finished_jobs_are_purged_into_the_history_with_their_files(tmp_path):
     assert reread.submit(done).attempt == 1  # a new job
 
 
+def test_a_slow_store_does_not_stall_the_ingress_while_it_serves_a_file(tmp_path, monkeypatch):
+    """The ingress's file responses ask storage in a worker thread: while a slow ``exists``
+    answers, the event loop keeps running other requests' work."""
+    import asyncio
+    import time
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    from flows.serve_http import file_response
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x" * 10)
+    exists = LocalFileSystem.exists
+
+    def slow_exists(self, path, **kwargs):
+        time.sleep(0.3)
+        return exists(self, path, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "exists", slow_exists)
+
+    async def scenario():
+        ticks = 0
+
+        async def other_work():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        worker = asyncio.create_task(other_work())
+        response = await file_response(str(video))
+        worker.cancel()
+        return response, ticks
+
+    response, ticks = asyncio.run(scenario())
+    assert response.headers["content-length"] == "10" and ticks >= 5
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 0.0
