@@ -36,10 +36,11 @@ from evaluation.cli import FLOW_METHODS, FLOW_SIZES
 from evaluation.metrics import METRIC_NAMES, FlowConfig, ModelPaths, evaluate_video
 from evaluation.preview import video_preview_png
 from evaluation.prompt_sets import PROMPT_SETS
-from flows.generate_batch import (BATCH_EXCLUDED, MANIFEST_NAME, build_requests, commit_manifest, open_manifest,
-                                  read_prompts, run_on_ray)
+from flows.generate_batch import (BATCH_EXCLUDED, MANIFEST_NAME, build_requests, commit_manifest, lease_ttl_s,
+                                  open_manifest, read_prompts, run_on_ray)
 from infra import storage
 from infra.manifest import TIMING_COLUMNS, BatchManifest
+from infra.output_lease import OutputLease
 from infra.params import takes_parameters
 from infra.prompts import load_prompts
 from infra.video_io import read_video
@@ -277,12 +278,13 @@ def nightly_benchmark(
            **request, "cam_variant": cam_variant, "flow_size": flow_size, "flow_estimator": flow_config.name}
     batch_uri = storage.join(output_uri, run["run_id"])
     manifest_uri = storage.join(batch_uri, MANIFEST_NAME)
-    manifest = open_manifest(manifest_uri, run["run_id"], requests)
-    todo = [manifest.request(row["video_id"]) for row in manifest.pending()]
-    run_on_ray(todo, manifest, manifest_uri, batch_uri, sources, cluster, ray_address, total=len(requests))
-
-    video_rows, missing = score_videos(manifest, manifest_uri, [r.video_id for r in requests], run, metric_models,
-                                       flow_config)
+    with OutputLease(batch_uri, ttl_s=lease_ttl_s()) as lease:  # a resumed run_id is written by one run at a time
+        manifest = open_manifest(manifest_uri, run["run_id"], requests, sources.fingerprint())
+        todo = [manifest.request(row["video_id"]) for row in manifest.pending()]
+        run_on_ray(todo, manifest, manifest_uri, batch_uri, sources, cluster, ray_address, total=len(requests),
+                   lease=lease)
+        video_rows, missing = score_videos(manifest, manifest_uri, [r.video_id for r in requests], run,
+                                           metric_models, flow_config)
     summary = {**run, **history.summarize(video_rows)}
     table = append_history(history_uri, video_rows, summary)
     settings = history.settings_of(run)
