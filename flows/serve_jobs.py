@@ -18,6 +18,7 @@ from models.request import GenerationRequest
 from stages.pools import error_message
 
 LOG = logging.getLogger("ray.serve")
+REDISPATCH_DELAY_S = 1.0  # after a failed generation call, before the job's next one
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
@@ -96,7 +97,9 @@ class JobOwner:
         finally:
             if self.calls.get(video_id) is asyncio.current_task():
                 self.calls.pop(video_id)
-        # The job is lost: queued again or failed (a no-op for an attempt that has ended).
+        # Until Serve has replaced a dead replica, calls routed to it fail at once: wait a moment.
+        await asyncio.sleep(REDISPATCH_DELAY_S)
+        # The job is lost: dispatched again, queued again or failed (a no-op for an ended attempt).
         with suppress(StorageUnavailable):  # nothing changed; the lease or the sweep finds the job again
             again = await self._board("lost", video_id, attempt, reason)
             if again is not None:

@@ -249,11 +249,15 @@ class JobBoard:
     heartbeat = should_stop  # the generator's report between steps: alive, should it stop?
 
     def lost(self, vid: str, attempt: int, reason: str) -> int | None:
-        """The attempt's generator call ended without finishing the job (the replica died): the
-        job is queued again (returns the new attempt to dispatch) or, past ``max_redispatch``,
-        fails. A no-op (None) for an attempt that is not live."""
+        """The attempt's generator call ended without finishing the job (the replica died).
+        Returns the attempt to dispatch, or None. A call that failed before the job started (a
+        replica that died while the call waited for it) leaves the job queued as it is: the same
+        attempt is dispatched again and nothing counts. A running job is queued again as a new
+        attempt or, past ``max_redispatch``, fails. A no-op (None) for an attempt that is not live."""
         if vid not in self.manifest.rows or self._stale(vid, attempt):
             return None
+        if self.manifest.rows[vid]["status"] == "pending":
+            return attempt
         return self._lose(vid, reason)
 
     def expire(self) -> list[tuple[str, int]]:
