@@ -206,7 +206,7 @@ class Generator:
                             chunk_done=chunk_done)
         try:
             request.check_prompt_length(self.stages.extend.model.tokenizer)
-            record = generate_video(request, self.stages, store, progress)
+            record = generate_video(request, self.stages, store, progress, attempt)
             for chunk in plan.chunks[len(finished_at):]:  # a finished record skips the chunks: its MP4s exist
                 report(chunk.index)
         except Cancelled:

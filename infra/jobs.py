@@ -147,8 +147,7 @@ class JobBoard:
         try:
             history.write(storage.join(self.root, "history", f"jobs-{stamp}-{uuid.uuid4().hex[:8]}.parquet"))
             for vid in gone:
-                store = RunStore(self.root, vid)
-                for uri in (store.work, store.final_video, store.low_res_video, store.record):
+                for uri in RunStore(self.root, vid).files:
                     storage.remove(uri)
         except Exception as error:
             raise StorageUnavailable(f"the jobs could not be removed ({type(error).__name__}); retry later") from error

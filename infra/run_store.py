@@ -9,20 +9,28 @@
                                   the low-resolution video as exact uint8 frames (refine's input)
     OUT/.work/<video-id>/models.json
                                   the fingerprint of the models that made this work
+    OUT/chunks/<video-id>.parquet the chunk table (infra.chunk_table): a row per finished chunk,
+                                  with its latent file's SHA-256
 
 Every file is written atomically (infra.storage), so a killed run leaves only whole chunks
-behind, and a re-run with the same request (same video id) picks up after the last one.
+behind, and a re-run with the same request (same video id) picks up after the last one. A chunk
+is resumed only when its file holds the bytes its row in the chunk table records; a chunk whose
+file is missing or corrupt, or that has no row, is generated again (bit-identically: every
+chunk's noise is seeded).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from infra import storage
+from infra import chunk_table, storage
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,19 +68,44 @@ class RunStore:
     def chunk_uri(self, index: int) -> str:
         return storage.join(self.work, "extend", f"{index:05d}.safetensors")
 
-    def save_chunk(self, index: int, latents: torch.Tensor) -> None:
-        storage.save_tensors(self.chunk_uri(index), {"latents": latents})
+    @property
+    def chunk_table(self) -> str:
+        return chunk_table.table_uri(self.out, self.video_id)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Everything stored for this video (what a discard or a purge removes)."""
+        return self.work, self.chunk_table, self.final_video, self.low_res_video, self.record
+
+    def save_chunk(self, index: int, latents: torch.Tensor, frames: tuple[int, int] | None = None,
+                   seconds: float | None = None, attempt: int | None = None) -> None:
+        """Store a finished chunk's latents, then its row in the chunk table (``frames``: the
+        [start, stop) frames it appends to the video)."""
+        data = storage.encode_tensors({"latents": latents})
+        uri = self.chunk_uri(index)
+        storage.write_bytes(uri, data)
+        chunk_table.record_chunk(self.out, self.video_id, {
+            "chunk": index, "frame_start": frames[0] if frames else None, "frame_stop": frames[1] if frames else None,
+            "latent_uri": uri, "shape": list(latents.shape), "dtype": str(latents.dtype).removeprefix("torch."),
+            "sha256": chunk_table.digest(data), "seconds": seconds, "attempt": attempt})
 
     def load_chunk(self, index: int) -> torch.Tensor | None:
+        """The chunk's latents, if its file holds exactly the bytes its chunk-table row records;
+        else None, and the chunk is generated again."""
+        row = chunk_table.read_rows(self.out, self.video_id).get(index)
         uri = self.chunk_uri(index)
-        return storage.load_tensors(uri)["latents"] if storage.exists(uri) else None
+        if row is None or not storage.exists(uri):
+            return None
+        data = storage.read_bytes(uri)
+        if chunk_table.digest(data) != row["sha256"]:
+            LOG.warning("video %s chunk %d: %s does not match its recorded SHA-256; generating it again",
+                        self.video_id, index, uri)
+            return None
+        return storage.decode_tensors(data)["latents"]
 
     def finished_chunks(self) -> list[int]:
-        fs, path = storage.filesystem(storage.join(self.work, "extend"))
-        if not fs.exists(path):
-            return []
-        names = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
-        return sorted(int(n.split(".")[0]) for n in names if n.endswith(".safetensors") and not n.startswith("."))
+        """The chunks the chunk table records (load_chunk still checks each one's bytes)."""
+        return sorted(chunk_table.read_rows(self.out, self.video_id))
 
     @property
     def models_uri(self) -> str:
@@ -90,7 +123,7 @@ class RunStore:
         never resumed. Returns whether anything was removed."""
         if self.models() == fingerprint:
             return False
-        stale = [uri for uri in (self.work, self.final_video, self.low_res_video, self.record) if storage.exists(uri)]
+        stale = [uri for uri in self.files if storage.exists(uri)]
         for uri in stale:
             storage.remove(uri)
         storage.write_bytes(self.models_uri, json.dumps({"fingerprint": fingerprint}).encode())

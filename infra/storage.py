@@ -182,12 +182,21 @@ class _local_lock:
         os.close(self.fd)  # closing releases the lock
 
 
+def encode_tensors(tensors: dict[str, torch.Tensor]) -> bytes:
+    """The safetensors bytes of ``tensors`` (the same tensors always give the same bytes)."""
+    return save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+
+
+def decode_tensors(data: bytes) -> dict[str, torch.Tensor]:
+    return load_safetensors(data)
+
+
 def save_tensors(uri: str, tensors: dict[str, torch.Tensor]) -> None:
-    write_bytes(uri, save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+    write_bytes(uri, encode_tensors(tensors))
 
 
 def load_tensors(uri: str) -> dict[str, torch.Tensor]:
-    return load_safetensors(read_bytes(uri))
+    return decode_tensors(read_bytes(uri))
 
 
 def write_table(uri: str, table: pa.Table) -> None:
@@ -206,4 +215,4 @@ def temp_name(suffix: str = "") -> str:
 
 
 __all__ = ["filesystem", "join", "write_bytes", "write_file", "read_bytes", "exists", "remove", "save_tensors",
-           "load_tensors", "temp_name", "read_versioned", "create_if_absent", "replace_if"]
+           "load_tensors", "encode_tensors", "decode_tensors", "temp_name", "read_versioned", "create_if_absent", "replace_if"]

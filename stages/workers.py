@@ -52,7 +52,8 @@ class InitChunkWorker:
     def run(self, job: VideoJob) -> dict:
         store, t0 = job.store, time.perf_counter()
         if store.load_chunk(0) is None:
-            store.save_chunk(0, self.stage.generate(job.request))
+            latents = self.stage.generate(job.request)
+            store.save_chunk(0, latents, (0, latents.shape[2]), time.perf_counter() - t0)
         return {"init_s": time.perf_counter() - t0}
 
 
@@ -68,8 +69,15 @@ class ExtendWorker:
         resumed = len(store.finished_chunks())
         if store.load_chunk(0) is None:
             raise RuntimeError(f"video {request.video_id}: the init chunk is not in storage")
+        last = [time.perf_counter()]
+
+        def save(chunk, out) -> None:
+            now = time.perf_counter()
+            store.save_chunk(chunk.index, out.latents, (chunk.keep_start, chunk.keep_stop), now - last[0])
+            last[0] = now
+
         low_res = generate_low_res(request, None, self.extend, load_chunk=lambda c: store.load_chunk(c.index),
-                                   on_chunk=lambda c, out: store.save_chunk(c.index, out.latents))
+                                   on_chunk=save, on_kept=lambda c, frames: last.__setitem__(0, time.perf_counter()))
         frames = to_uint8(low_res)
         store.save_low_res(frames)
         write_mp4(frames, store.low_res_video, request.fps)

@@ -120,3 +120,27 @@ def test_condition_replacement_changes_the_extension_only_and_resumes_bit_for_bi
     resumed = generate_low_res(request, tiny_stages.init, tiny_stages.extend,
                                load_chunk=lambda c: saved[c.index] if c.index <= 1 else None)
     assert torch.equal(resumed, on)
+
+
+def test_a_corrupt_chunk_is_generated_again_and_the_video_is_unchanged(tiny_stages, tmp_path):
+    """Resume checks each latent against the chunk table: a chunk whose file was damaged is made
+    again (bit-identically, its noise is seeded) and the video equals the uninterrupted one."""
+    from infra import storage
+
+    request = GenerationRequest("A knight riding on a horse.", num_frames=40, seed=4, refine=False, **FAST)
+    store = RunStore(str(tmp_path), request.video_id)
+    first = generate_video(request, tiny_stages, store)
+    video = read_video(first["artifacts"]["video"])
+    rows = {r["chunk"]: r for r in storage.read_table(store.chunk_table).to_pylist()}
+    assert sorted(rows) == [0, 1, 2, 3] and [(rows[k]["frame_start"], rows[k]["frame_stop"]) for k in rows] == [
+        (0, 16), (16, 24), (24, 32), (32, 40)]
+    damaged = tmp_path / ".work" / request.video_id / "extend" / "00002.safetensors"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    for uri in (store.record, store.final_video):  # as if the run had stopped before its end
+        storage.remove(uri)
+    again = generate_video(request, tiny_stages, store)
+    assert again["chunks"]["resumed"] == 3  # the damaged one failed its check and was made again
+    assert storage.read_table(store.chunk_table).to_pylist()[2]["sha256"] == rows[2]["sha256"]
+    assert (read_video(again["artifacts"]["video"]) == video).all()
