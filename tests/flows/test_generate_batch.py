@@ -173,7 +173,11 @@ def test_a_sigkilled_batch_driver_then_a_rerun_loses_and_duplicates_nothing(pref
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    left = {p: p.stat().st_mtime_ns for p in out.glob(".work/*/extend/*.safetensors")}
+    from infra.chunk_table import read_chunk_table
+
+    recorded = [Path(uri) for uri in read_chunk_table(str(out)).column("latent_uri").to_pylist()]
+    left = {p: p.stat().st_mtime_ns for p in recorded}  # the chunks a rerun may trust
+    assert left
 
     with pytest.raises(OutputBusy):  # the dead driver's lease has not expired yet
         generate_batch(prompts=PROMPTS[:2], output_uri=str(out), **params)
