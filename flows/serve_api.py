@@ -58,6 +58,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -399,22 +400,41 @@ async def video_stream(request: Request, video_id: VideoId) -> StreamingResponse
         return JSONResponse({"detail": f"too many open streams (at most {api.args.max_streams}, "
                              f"{api.args.max_streams_per_job} per job); poll {video_id}'s status or retry later"},
                             429, {"Retry-After": str(api.args.retry_after_s)})
-    return StreamingResponse(_counted(api, video_id, _events(request, job, sent)), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    slot = StreamSlot(api, video_id)  # taken now, before any await: concurrent requests see it
+    return StreamingResponse(_counted(slot, _events(request, job, sent)), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                             background=BackgroundTask(slot.release))
 
 
-async def _counted(api: "VideoAPI", video_id: str, events):
-    """The events, counted as one open stream of ``video_id`` while they are sent."""
-    api.streams_total += 1
-    api.streams[video_id] = api.streams.get(video_id, 0) + 1
+class StreamSlot:
+    """One open event stream of a job, counted from the moment it is admitted until it ends: its
+    events finish, the client goes away, or the response is dropped before it started."""
+
+    def __init__(self, api: "VideoAPI", video_id: str) -> None:
+        self.api, self.video_id, self.held = api, video_id, True
+        api.streams_total += 1
+        api.streams[video_id] = api.streams.get(video_id, 0) + 1
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        self.api.streams_total -= 1
+        self.api.streams[self.video_id] -= 1
+        if not self.api.streams[self.video_id]:
+            del self.api.streams[self.video_id]
+
+    def __del__(self) -> None:
+        self.release()
+
+
+async def _counted(slot: StreamSlot, events):
+    """The events, while ``slot`` is held."""
     try:
         async for event in events:
             yield event
     finally:
-        api.streams_total -= 1
-        api.streams[video_id] -= 1
-        if not api.streams[video_id]:
-            del api.streams[video_id]
+        slot.release()
 
 
 async def _events(request: Request, job: dict, sent: int = 0):
@@ -480,7 +500,7 @@ def _unavailable(reason: str, retry_after_s: int) -> JSONResponse:
 def _replica_options(pool: PoolConfig) -> dict[str, Any]:
     """A pool's resources as Serve's ray_actor_options (Serve restarts replicas itself)."""
     options = pool.actor_options()
-    return {k: options[k] for k in ("num_cpus", "num_gpus", "accelerator_type", "resources") if k in options}
+    return {k: options[k] for k in ("num_cpus", "num_gpus", "label_selector", "resources") if k in options}
 
 
 def app(args: dict) -> serve.Application:

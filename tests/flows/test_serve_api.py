@@ -887,6 +887,45 @@ def test_streams_resume_after_last_event_id_and_are_capped(tmp_path):
     assert cancelled.status_code == 409
 
 
+def test_concurrent_stream_requests_never_exceed_the_cap_and_release_their_slots(tmp_path):
+    """Stream requests that arrive together each see the others' slots (a slot is taken before
+    the handler yields to the event loop), so exactly the cap is admitted; every slot is given
+    back when its stream ends."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from flows.serve_api import ServeArgs, http_app
+    from models.chunk_plan import ChunkPlan
+
+    board = JobBoard(str(tmp_path), max_queue=2)
+    request = GenerationRequest("A camel resting on the snow field.", num_frames=24, **TINY)
+    vid, attempt = request.video_id, board.submit(request).attempt
+    board.start(vid, attempt, ChunkPlan.for_extend(24))
+    board.chunk_done(vid, attempt, 0, {})
+
+    class Watch:
+        async def remote(self, v, version, timeout):
+            await asyncio.sleep(0.3)  # the job runs a while, then ends
+            board.finish(v, attempt, "done")
+            return board.view(v)
+
+    owner = SimpleNamespace(view=_Remote(lambda v: board.view(v) if board.has(v) else None), watch=Watch())
+    api = SimpleNamespace(owner=owner, token=None, streams={}, streams_total=0,
+                          args=ServeArgs(auth="none", max_streams=64, max_streams_per_job=4))
+    app = http_app(api)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+            return await asyncio.gather(*(client.get(f"/v1/videos/{vid}/stream") for _ in range(40)))
+
+    responses = asyncio.run(scenario())
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) == 4 and codes.count(429) == 36
+    assert all(r.text.rstrip().endswith("}") and "event: done" in r.text for r in responses if r.status_code == 200)
+    assert api.streams == {} and api.streams_total == 0
+
+
 def test_hostile_bodies_get_a_4xx_naming_the_field_without_a_live_service():
     """The HTTP layer alone (no Serve): every malformed body of BAD_BODIES is answered 4xx before
     any job exists, with a JSON answer that names the field."""
