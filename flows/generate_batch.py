@@ -160,6 +160,8 @@ def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manif
     stages = ("init", "extend", "refine") if wants_refine else ("init", "extend")
     if not ray_address and (unmet := cluster.unmet(ray.cluster_resources(), stages)):
         raise ConfigError("pools", cluster.to_dict(), f"within this local Ray cluster's resources (short of {unmet})")
+    if not ray_address and (unplaceable := cluster.unplaceable(ray.nodes(), stages)):
+        raise ConfigError("pools", cluster.to_dict(), f"pools this local Ray cluster can run ({unplaceable})")
     done = total - len(requests)
     progress = create_progress_artifact(progress=100.0 * done / total, key="generate-batch-progress",
                                         description=f"{done}/{total} videos done")
