@@ -29,6 +29,15 @@ from models.request import NOT_PARAMETERS, GenerationRequest
 
 MANIFEST_NAME = "manifest.parquet"
 LEASE_TTL_ENV = "STREAMINGT2V_LEASE_TTL_S"
+PLACEMENT_TIMEOUT_ENV = "STREAMINGT2V_PLACEMENT_TIMEOUT_S"
+
+
+def placement_timeout_s() -> float:
+    """How long a batch on a joined cluster waits for nodes that can run every pool (an autoscaler
+    adding them) before it fails naming the pools (default 600 s)."""
+    import os
+
+    return float(os.environ.get(PLACEMENT_TIMEOUT_ENV, 600))
 
 
 def lease_ttl_s() -> float:
@@ -149,7 +158,7 @@ def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manif
     import ray
 
     from infra.run_store import RunStore
-    from stages.pools import BatchScheduler, Pools, start_ray
+    from stages.pools import BatchScheduler, Pools, start_ray, wait_until_placeable
     from stages.workers import VideoJob
 
     if not requests:
@@ -160,8 +169,8 @@ def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manif
     stages = ("init", "extend", "refine") if wants_refine else ("init", "extend")
     if not ray_address and (unmet := cluster.unmet(ray.cluster_resources(), stages)):
         raise ConfigError("pools", cluster.to_dict(), f"within this local Ray cluster's resources (short of {unmet})")
-    if not ray_address and (unplaceable := cluster.unplaceable(ray.nodes(), stages)):
-        raise ConfigError("pools", cluster.to_dict(), f"pools this local Ray cluster can run ({unplaceable})")
+    # A local cluster never grows: refuse at once; a joined one may autoscale the nodes in.
+    wait_until_placeable(cluster, stages, placement_timeout_s() if ray_address else 0.0)
     done = total - len(requests)
     progress = create_progress_artifact(progress=100.0 * done / total, key="generate-batch-progress",
                                         description=f"{done}/{total} videos done")

@@ -21,6 +21,7 @@ import ray
 
 from infra import storage
 from infra.cluster import ClusterConfig, PoolConfig
+from models.errors import ConfigError
 from models.chunk_plan import ChunkPlan
 from models.refinement import sdedit_timesteps
 from stages.refine import refine_config_for
@@ -36,6 +37,20 @@ def start_ray(address: str = "", num_cpus: int | None = None, **kwargs) -> None:
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+
+
+def wait_until_placeable(cluster: ClusterConfig, stages: tuple[str, ...], timeout_s: float,
+                         poll_s: float = 5.0) -> None:
+    """Return once some alive node of the connected Ray cluster can run one actor of each pool of
+    ``stages``; an autoscaling cluster may add such nodes meanwhile. After ``timeout_s`` (0: at
+    once) raise a ConfigError naming the pools, their GPU types and the nodes' types, rather than
+    wait forever for actors no node can hold."""
+    deadline = time.monotonic() + timeout_s
+    while missing := cluster.unplaceable(ray.nodes(), stages):
+        if time.monotonic() >= deadline:
+            raise ConfigError("pools", {stage: list(cluster.pool(stage).accelerator_types) for stage in missing},
+                              f"pools a node of this Ray cluster can run (after {timeout_s:g} s: {missing})")
+        time.sleep(min(poll_s, max(0.05, deadline - time.monotonic())))
 
 
 def make_pool(worker: type, config: PoolConfig, sources: ModelSources) -> list:

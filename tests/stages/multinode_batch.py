@@ -15,7 +15,8 @@ from ray.cluster_utils import Cluster
 
 from infra.cluster import ClusterConfig, PoolConfig
 from models.request import GenerationRequest
-from stages.pools import BatchScheduler, Pools
+from models.errors import ConfigError
+from stages.pools import BatchScheduler, Pools, wait_until_placeable
 from stages.sources import ModelSources
 from stages.workers import VideoJob
 
@@ -27,7 +28,13 @@ ray.init(address=cluster.address, log_to_driver=False)
 gen = dict(num_cpus=0.25, num_gpus=0.5, accelerator_types=("L40S", "A100-80G", "H100"))
 config = ClusterConfig(init=PoolConfig(size=1, **gen), extend=PoolConfig(size=1, **gen),
                        refine=PoolConfig(size=2, num_cpus=0.25, num_gpus=0.5, accelerator_types=("H100", "H200")))
-missing = ClusterConfig(refine=PoolConfig(num_gpus=0.5, accelerator_types=("B200",))).unplaceable(ray.nodes())
+b200 = ClusterConfig(refine=PoolConfig(num_gpus=0.5, accelerator_types=("B200",)))
+missing = b200.unplaceable(ray.nodes())
+try:  # what a batch does before it creates the pools: a clear error after the timeout, no hang
+    wait_until_placeable(b200, ("init", "extend", "refine"), timeout_s=1.0, poll_s=0.2)
+    refused = None
+except ConfigError as error:
+    refused = str(error)
 sources = ModelSources()
 pools = Pools.create(sources, config)
 job = VideoJob(GenerationRequest("a red circle moving left on a striped background", num_frames=24,
@@ -39,7 +46,7 @@ labels = {n["NodeID"]: n["Labels"].get("ray.io/accelerator-type") for n in ray.n
 placed = {}
 for actor in list_actors(filters=[("state", "=", "ALIVE")]):
     placed.setdefault(actor.class_name, []).append(labels.get(actor.node_id))
-print(json.dumps({"results": results, "placed": placed, "missing": missing}))
+print(json.dumps({"results": results, "placed": placed, "missing": missing, "refused": refused}))
 pools.shutdown()
 ray.shutdown()
 cluster.shutdown()

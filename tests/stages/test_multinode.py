@@ -1,6 +1,7 @@
 """Pinning by GPU type, on a simulated multi-node cluster (ray.cluster_utils.Cluster, fake GPUs
 labelled with their accelerator type): each stage's actors run on a node of one of its types, the
-video is made, and a pool whose type no node has is reported with the types the nodes have."""
+video is made, and a pool whose type no node has is refused after the placement timeout with the
+types the nodes have, rather than left waiting."""
 
 from __future__ import annotations
 
@@ -30,3 +31,4 @@ def test_each_stage_runs_on_a_node_of_its_gpu_types(tmp_path):
     assert placed["RefineWorker"] == ["H200", "H200"]
     assert set(report["missing"]) == {"refine"} and "['B200']" in report["missing"]["refine"]
     assert "'A100-80G', 'H200'" in report["missing"]["refine"]
+    assert report["refused"].startswith("pools={'refine': ['B200']}: must be pools a node of this Ray cluster can run")
