@@ -181,7 +181,7 @@ class Generator:
         """Keep the job's lease while the work is between reports (decoding, writing files)."""
         while not stop.wait(self.heartbeat_s):
             with contextlib.suppress(Exception):  # a missed beat is what the lease allows for
-                ask("heartbeat")
+                ask("should_stop")  # every report of the live attempt renews its lease
 
     def _generate(self, request: GenerationRequest, attempt: int, store: RunStore, plan, ask) -> str:
         video_id = request.video_id

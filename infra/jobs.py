@@ -245,8 +245,6 @@ class JobBoard:
             self.leases[vid] = self.clock() + self.lease_s
         return vid in self.cancel_requested
 
-    heartbeat = should_stop  # the generator's report between steps: alive, should it stop?
-
     def lost(self, vid: str, attempt: int, reason: str) -> int | None:
         """The attempt's generator call ended without finishing the job (the replica died).
         Returns the attempt to dispatch, or None. A call that failed before the job started (a

@@ -575,6 +575,28 @@ def test_a_slow_store_does_not_stall_the_ingress_while_it_serves_a_file(tmp_path
     assert response.headers["content-length"] == "10" and ticks >= 5
 
 
+def test_the_generators_heartbeat_asks_the_owner_something_it_answers():
+    """Between reports the generator's heartbeat thread renews the job's lease; what it calls must
+    be an owner method (a missing one fails inside the thread, where a missed beat is tolerated,
+    so nothing else would show it)."""
+    import threading
+    import time
+
+    from flows.serve_api import Generator
+    from flows.serve_jobs import JobOwner
+
+    asked: list[str] = []
+    generator = object.__new__(Generator.func_or_class)
+    generator.heartbeat_s = 0.01
+    stop = threading.Event()
+    beating = threading.Thread(target=generator._heartbeat, args=(asked.append, stop))
+    beating.start()
+    time.sleep(0.1)
+    stop.set()
+    beating.join()
+    assert asked and all(callable(getattr(JobOwner.func_or_class, name, None)) for name in asked), asked
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -593,7 +615,7 @@ def test_a_running_job_whose_generator_goes_silent_is_queued_again_then_fails(tm
     first = board.submit(request).attempt
     assert board.start(vid, first, plan)
     clock.now = 9
-    assert board.heartbeat(vid, first) is False  # alive: the lease runs to 19
+    assert board.should_stop(vid, first) is False  # a report: alive, the lease runs to 19
     clock.now = 18
     assert board.expire() == [] and board.view(vid)["status"] == "running"
     clock.now = 20
