@@ -55,8 +55,7 @@ class JobOwner:
             LOG.exception("the generators' models fingerprint is unknown")
 
     def _wake(self, video_id: str) -> None:  # called in the worker thread after a commit
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._wake_now, video_id)
+        self.loop.call_soon_threadsafe(self._wake_now, video_id)
 
     def _wake_now(self, video_id: str) -> None:
         if (event := self.changed.pop(video_id, None)) is not None:

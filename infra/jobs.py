@@ -116,8 +116,8 @@ class JobBoard:
         """
         vid = request.video_id
         row = self.manifest.rows.get(vid)
-        if row is not None and row["status"] in ACTIVE or row is not None and row["status"] == "done" and (
-                self.models is None or row["models"] == self.models):
+        same_models = row is not None and self.models in (None, row["models"])
+        if row is not None and (row["status"] in ACTIVE or row["status"] == "done" and same_models):
             return Submission(self.view(vid), None)
         active = self.active()
         if active >= self.max_queue:
@@ -311,8 +311,8 @@ class JobBoard:
         return attempt
 
     def _stale(self, vid: str, attempt: int) -> bool:
-        """A report of an attempt that is not the job's live one: superseded, or ended (e.g.
-        marked interrupted by a restart while its generator still ran)."""
+        """A report of an attempt that is not the job's live one: superseded (queued again, e.g.
+        after its lease expired while its generator still ran), or ended."""
         row = self.manifest.rows[vid]
         return row["attempts"] != attempt or row["status"] not in ACTIVE
 

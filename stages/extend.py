@@ -10,10 +10,13 @@ to the previous chunk's latents noised to the step's t.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
+from infra.run_store import RunStore
 from models.chunk_plan import Chunk, ChunkPlan
 from models.latent_video import StepCallback
 from models.seeding import stream
@@ -49,6 +52,34 @@ class AutoregressiveExtendStage:
 ChunkSink = Callable[[Chunk, ChunkOutput], None]
 ChunkSource = Callable[[Chunk], torch.Tensor | None]
 KeptSink = Callable[[Chunk, torch.Tensor], None]
+
+
+@dataclass
+class StoredChunks:
+    """:func:`generate_low_res`'s hooks onto a run store: ``load`` resumes a chunk the store
+    vouches for (and counts it in ``resumed``), ``save`` stores a generated chunk with its frame
+    range and the seconds since the previous chunk was finished, ``kept`` (an ``on_kept``) marks
+    when a chunk was finished, resumed ones included."""
+
+    store: RunStore
+    attempt: int | None = None
+    resumed: list[int] = field(default_factory=list)
+    last: float = field(default_factory=time.perf_counter)
+
+    def load(self, chunk: Chunk) -> torch.Tensor | None:
+        latents = self.store.load_chunk(chunk.index)
+        if latents is not None:
+            self.resumed.append(chunk.index)
+        return latents
+
+    def save(self, chunk: Chunk, out: ChunkOutput) -> None:
+        now = time.perf_counter()
+        self.store.save_chunk(chunk.index, out.latents, (chunk.keep_start, chunk.keep_stop), now - self.last,
+                              self.attempt)
+        self.last = now
+
+    def kept(self, chunk: Chunk, frames: torch.Tensor) -> None:
+        self.last = time.perf_counter()
 
 
 def generate_low_res(request: GenerationRequest, init: InitChunkStage, extend: AutoregressiveExtendStage,

@@ -18,8 +18,8 @@ from infra.video_io import to_uint8, write_mp4
 from models.chunk_plan import Chunk
 from models.latent_video import StepCallback
 from models.seeding import derive_seed
-from stages.extend import AutoregressiveExtendStage, KeptSink, generate_low_res
-from stages.init_chunk import ChunkOutput, InitChunkStage
+from stages.extend import AutoregressiveExtendStage, KeptSink, StoredChunks, generate_low_res
+from stages.init_chunk import InitChunkStage
 from stages.refine import RefineStage
 from models.request import GenerationRequest
 from stages.sources import ModelSources
@@ -59,32 +59,19 @@ def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
     if (done := store.read_record()) is not None and done.get("status") == "done":
         return done
     plan = stages.extend.plan(request)
-    resumed: list[int] = []  # chunks loaded from the store (their bytes checked), not generated
-
-    def load(chunk: Chunk) -> torch.Tensor | None:
-        latents = store.load_chunk(chunk.index)
-        if latents is not None:
-            resumed.append(chunk.index)
-        return latents
+    chunks = StoredChunks(store, attempt)  # resumed: the chunks loaded (their bytes checked), not generated
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    last = [time.perf_counter()]  # when the previous chunk finished (or the run started)
-
-    def save(chunk: Chunk, out: ChunkOutput) -> None:
-        now = time.perf_counter()
-        store.save_chunk(chunk.index, out.latents, (chunk.keep_start, chunk.keep_stop), now - last[0], attempt)
-        last[0] = now
-
     def kept(chunk: Chunk, frames: torch.Tensor) -> None:
-        last[0] = time.perf_counter()  # a resumed chunk's decode is not the next chunk's time
+        chunks.kept(chunk, frames)  # a resumed chunk's decode is not the next chunk's time
         if chunk.index == 0:
             timings["init_s"] = time.perf_counter() - t0
         if progress.chunk_done is not None:
             progress.chunk_done(chunk, frames)
 
     low_res = generate_low_res(
-        request, stages.init, stages.extend, load_chunk=load, on_chunk=save,
+        request, stages.init, stages.extend, load_chunk=chunks.load, on_chunk=chunks.save,
         on_step=lambda c: progress.chunk_step(c, len(plan)), on_kept=kept)
     timings["low_res_s"] = time.perf_counter() - t0
     timings["extend_s"] = timings["low_res_s"] - timings["init_s"]
@@ -107,7 +94,7 @@ def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
         "seeds": {"video": request.seed, "init": derive_seed(request.seed, "init"),
                   "extend": "derive_seed(seed, 'extend', chunk_index)",
                   "refine": "derive_seed(seed, 'refine/...', frame or boundary)"},
-        "chunks": {"total": len(plan), "resumed": len(resumed),
+        "chunks": {"total": len(plan), "resumed": len(chunks.resumed),
                    "generated_frames": plan.generated_frames},
         "frames": int(final.shape[0]),
         "size": {"height": int(height), "width": int(width),

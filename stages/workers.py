@@ -17,7 +17,7 @@ import torch
 from infra.run_store import RunStore
 from infra.video_io import to_uint8, write_mp4
 from models.schedule import NoiseSchedule
-from stages.extend import AutoregressiveExtendStage, generate_low_res
+from stages.extend import AutoregressiveExtendStage, StoredChunks, generate_low_res
 from stages.init_chunk import InitChunkStage
 from stages.refine import RefineSession, RefineStage
 from models.request import GenerationRequest
@@ -69,15 +69,9 @@ class ExtendWorker:
         resumed = len(store.finished_chunks())
         if store.load_chunk(0) is None:
             raise RuntimeError(f"video {request.video_id}: the init chunk is not in storage")
-        last = [time.perf_counter()]
-
-        def save(chunk, out) -> None:
-            now = time.perf_counter()
-            store.save_chunk(chunk.index, out.latents, (chunk.keep_start, chunk.keep_stop), now - last[0])
-            last[0] = now
-
-        low_res = generate_low_res(request, None, self.extend, load_chunk=lambda c: store.load_chunk(c.index),
-                                   on_chunk=save, on_kept=lambda c, frames: last.__setitem__(0, time.perf_counter()))
+        chunks = StoredChunks(store)
+        low_res = generate_low_res(request, None, self.extend, load_chunk=chunks.load, on_chunk=chunks.save,
+                                   on_kept=chunks.kept)
         frames = to_uint8(low_res)
         store.save_low_res(frames)
         write_mp4(frames, store.low_res_video, request.fps)
