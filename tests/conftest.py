@@ -97,6 +97,21 @@ def s3_faults(s3_server):
     S3_FAULTS.clear()
 
 
+class ManualClock:
+    """A clock (seconds) that moves only when a test sets ``now``: leases and expiries without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def clock() -> ManualClock:
+    return ManualClock()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A local S3-compatible server (moto) on 127.0.0.1; yields its endpoint URL.

@@ -597,18 +597,9 @@ def test_the_generators_heartbeat_asks_the_owner_something_it_answers():
     assert asked and all(callable(getattr(JobOwner.func_or_class, name, None)) for name in asked), asked
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_a_running_job_whose_generator_goes_silent_is_queued_again_then_fails(tmp_path):
+def test_a_running_job_whose_generator_goes_silent_is_queued_again_then_fails(tmp_path, clock):
     """The lease: every report renews it; once it expires the job is queued again as a new
     attempt (the old one is told to stop), at most max_redispatch times, then it fails."""
-    clock = _Clock()
     board = JobBoard(str(tmp_path), max_queue=2, lease_s=10, max_redispatch=1, clock=clock)
     request = GenerationRequest("A camel resting on the snow field.", num_frames=24, **TINY)
     vid, plan = request.video_id, ChunkPlan.for_extend(24)

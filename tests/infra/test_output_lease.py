@@ -11,14 +11,6 @@ from infra import storage
 from infra.output_lease import LEASE_NAME, LeaseLost, OutputBusy, OutputLease
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_held_location_refuses_a_second_run_naming_the_holder_then_frees(storage_root):
     out = storage.join(storage_root, "batch")
     first = OutputLease(out, ttl_s=60, holder="run-a")
@@ -34,9 +26,8 @@ def test_a_held_location_refuses_a_second_run_naming_the_holder_then_frees(stora
     second.release()
 
 
-def test_an_expired_lease_is_taken_over_and_its_old_holder_told(storage_root):
+def test_an_expired_lease_is_taken_over_and_its_old_holder_told(storage_root, clock):
     out = storage.join(storage_root, "batch")
-    clock = _Clock()
     crashed = OutputLease(out, ttl_s=10, holder="crashed", clock=clock)
     crashed.acquire()
     rerun = OutputLease(out, ttl_s=10, holder="rerun", clock=clock)
