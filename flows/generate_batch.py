@@ -7,25 +7,32 @@ videos are skipped, unfinished ones resume from their last finished chunk), star
 Ray, streams the videos through the stage pools and commits the manifest after every stage
 event. The run holds the lease of its ``output_uri`` (infra/output_lease.py) throughout: a second
 run on the same location stops with an error naming the holder, and a crashed run's lease is
-taken over once it expires. Prefect artifacts: a progress bar updated as videos finish, and a table (one row per
-video) at the end.
+taken over once it expires. The videos are made by the cluster's engine (stages/engine.py), which
+this flow shares with the Serve app. Prefect artifacts: a progress bar that moves as chunks
+finish, and a table (one row per video) at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+import queue
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.states import Cancelled, State
 
 from infra import storage
 from infra.manifest import BatchManifest
 from infra.output_lease import OutputLease
 from infra.params import takes_parameters
 from infra.prompts import load_prompts
+from infra.run_store import RunStore
 from models.errors import ConfigError
 from models.request import NOT_PARAMETERS, GenerationRequest
+from stages.engine import EngineOptions
 
 MANIFEST_NAME = "manifest.parquet"
 LEASE_TTL_ENV = "STREAMINGT2V_LEASE_TTL_S"
@@ -48,8 +55,6 @@ def lease_ttl_s() -> float:
     return float(os.environ.get(LEASE_TTL_ENV, 120))
 
 BATCH_EXCLUDED = ("prompt", *NOT_PARAMETERS)  # prompts come from the batch's rows
-STAGE_FIELDS = ("status", "init_status", "extend_status", "refine_status", "init_s", "extend_s", "refine_s",
-                "chunks_total", "error")
 
 
 @task(retries=3, retry_delay_seconds=2)
@@ -81,6 +86,28 @@ def open_manifest(uri: str, batch_id: str, requests: list[GenerationRequest], mo
                           len(lost), len(other))
     manifest.write(uri)
     return manifest
+
+
+STAGE_TASKS = {"init": "init-chunk", "extend": "extend", "refine": "refine"}
+"""The name of each stage's task runs: ``<name>/<video_id>``."""
+_STAGE_WATCHES: dict[str, "queue.Queue[tuple[str, Any]]"] = {}  # task key -> the stage's outcomes, in order
+
+
+class StageFailed(RuntimeError):
+    """A stage's run on the engine failed (the message is the worker's error)."""
+
+
+@task(cache_policy=NO_CACHE, persist_result=False, retries=EngineOptions().stage_retries, retry_delay_seconds=0)
+def stage_run(key: str, video_id: str, stage: str) -> dict | State:
+    """One stage of one video as the engine runs it: this task run starts when the stage starts on
+    its pool and ends with it (Completed, Failed with the worker's error, Cancelled), and retries
+    when the engine tries the stage again."""
+    outcome, detail = _STAGE_WATCHES[key].get()
+    if outcome == "done":
+        return detail
+    if outcome == "cancelled":
+        return Cancelled(message=f"{stage} of {video_id} cancelled")
+    raise StageFailed(detail or f"{stage} of {video_id} failed")
 
 
 def _video_exists(row: dict) -> bool:
@@ -151,14 +178,13 @@ def generate_batch(
 
 def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manifest_uri: str, output_uri: str,
                sources, cluster, ray_address: str, total: int, lease: OutputLease | None = None) -> dict:
-    """Stream the videos through the stage pools, committing the manifest on every event (while
-    ``lease`` is this run's: a run whose lease was taken over stops before it writes)."""
-    import time
-
+    """Submit the videos to the cluster's engine (stages/engine.py) and follow them, committing the
+    manifest as their stages and chunks finish (while ``lease`` is this run's: a run whose lease
+    was taken over stops before it writes, and withdraws its videos from the engine)."""
     import ray
 
-    from infra.run_store import RunStore
-    from stages.pools import BatchScheduler, Pools, start_ray, wait_until_placeable
+    from stages.engine import connect_engine
+    from stages.pools import start_ray, wait_until_placeable
     from stages.workers import VideoJob
 
     if not requests:
@@ -171,47 +197,143 @@ def run_on_ray(requests: list[GenerationRequest], manifest: BatchManifest, manif
         raise ConfigError("pools", cluster.to_dict(), f"within this local Ray cluster's resources (short of {unmet})")
     # A local cluster never grows: refuse at once; a joined one may autoscale the nodes in.
     wait_until_placeable(cluster, stages, placement_timeout_s() if ray_address else 0.0)
-    done = total - len(requests)
-    progress = create_progress_artifact(progress=100.0 * done / total, key="generate-batch-progress",
-                                        description=f"{done}/{total} videos done")
-    starts: dict[str, float] = {}
-
-    def on_update(video_id: str, fields: dict) -> None:
-        nonlocal done
-        if lease is not None:
-            lease.check()
-        row = {k: v for k, v in fields.items() if k in STAGE_FIELDS}
-        if fields.get("status") == "running" and video_id not in starts:
-            starts[video_id] = time.perf_counter()
-            row["attempts"] = manifest.row(video_id)["attempts"] + 1
-            store = RunStore(output_uri, video_id)
-            row.update(chunk_latents_uri=storage.join(store.work, "extend"), low_res_uri=store.low_res_video,
-                       video_uri=store.final_video)
-        if fields.get("extend_status") == "done" and "chunks_total" in fields:
-            row["chunks_done"] = fields["chunks_total"]
-        if fields.get("status") == "done":
-            row["total_s"] = time.perf_counter() - starts.get(video_id, time.perf_counter())
-            row["error"] = None
-            row["models"] = scheduler.models
-        manifest.update(video_id, **row)
-        save_manifest(manifest, manifest_uri)
-        if fields.get("status") in ("done", "failed"):
-            done += 1
-            update_progress_artifact(progress, 100.0 * done / total, description=f"{done}/{total} videos finished")
-
-    pools = Pools.create(sources, cluster, refine=wants_refine)
+    follower = BatchFollower(manifest, manifest_uri, output_uri, total - len(requests), total, sources.fingerprint(),
+                             lease)
     try:
+        engine = connect_engine(sources, cluster)
         jobs = [VideoJob(r.params(), output_uri) for r in requests]
-        scheduler = BatchScheduler(pools, sources, on_update=on_update)
-        results = scheduler.run(jobs)
+        follower.follow(engine, jobs)
     finally:
-        pools.shutdown()
         if started_here:
             ray.shutdown()
     if lease is not None:
         lease.check()
     commit_manifest(manifest, manifest_uri)  # the final state, with the task's retries
-    return results
+    return follower.results
+
+
+class BatchFollower:
+    """The flow's side of the engine: submits the batch's videos, turns the engine's snapshots
+    into manifest rows (committed once per batch of changes) and moves the progress artifact per
+    finished chunk. The manifest's one writer."""
+
+    PROGRESS_EVERY_S = 1.0
+
+    def __init__(self, manifest: BatchManifest, manifest_uri: str, output_uri: str, done: int, total: int,
+                 models: str, lease: OutputLease | None) -> None:
+        self.manifest, self.uri, self.output_uri, self.models, self.lease = (manifest, manifest_uri, output_uri,
+                                                                             models, lease)
+        self.done, self.total = done, total
+        self.client = f"batch:{output_uri}"
+        self.results: dict[str, dict] = {}
+        self.seen: dict[str, dict] = {}  # video -> its last snapshot
+        self.chunks: dict[str, float] = {}  # unfinished video -> fraction of its chunks done
+        self.progress = create_progress_artifact(progress=100.0 * done / total, key="generate-batch-progress",
+                                                 description=f"{done}/{total} videos done")
+        self.progress_at = 0.0
+        self.mirror = FlowRunContext.get() is not None  # stage task runs, inside a flow run
+        self.stage_futures: dict[str, Any] = {}  # task key -> the stage's task run
+
+    def follow(self, engine, jobs: list) -> None:
+        import ray
+
+        by_id = {job.request.video_id: job for job in jobs}
+        versions: dict[str, int] = {}
+        open_ = set(by_id)
+        try:
+            self.apply(ray.get(engine.submit.remote(jobs, "batch", self.client)), versions, open_)
+            while open_:
+                changed = ray.get(engine.watch.remote(sorted(open_), versions, 10.0))
+                lost = [by_id[s["video_id"]] for s in changed if s["status"] == "unknown"]
+                if lost:  # the engine was restarted: its videos resume from their stores
+                    changed = [s for s in changed if s["status"] != "unknown"]
+                    changed += ray.get(engine.submit.remote(lost, "batch", self.client))
+                self.apply(changed, versions, open_)
+        finally:
+            if open_:  # this run stops (an error, its lease taken over): it leaves no work behind
+                engine.cancel.remote(sorted(open_), self.client)
+            for key in self.stage_futures:  # every stage task run ends
+                _STAGE_WATCHES[key].put(("cancelled", None))
+            for key, future in self.stage_futures.items():
+                future.wait()
+                _STAGE_WATCHES.pop(key, None)
+
+    def apply(self, snapshots: list[dict], versions: dict[str, int], open_: set[str]) -> None:
+        if self.lease is not None:
+            self.lease.check()
+        for snap in snapshots:
+            vid = snap["video_id"]
+            versions[vid] = snap["version"]
+            self.manifest.update(vid, **self.fields(snap))
+            if self.mirror:
+                self.mirror_stages(snap)
+            if snap["status"] in ("done", "failed", "cancelled"):
+                open_.discard(vid)
+                self.chunks.pop(vid, None)
+                self.done += 1
+                self.results[vid] = {"status": snap["status"], "error": snap["error"], **snap["timings"]}
+            elif snap["chunks_total"]:
+                self.chunks[vid] = snap["chunks_done"] / snap["chunks_total"]
+            self.seen[vid] = snap
+        if snapshots:
+            save_manifest(self.manifest, self.uri)
+            self.report_progress(force=not open_)
+
+    def mirror_stages(self, snap: dict) -> None:
+        """Start the task run of each stage that has started, and pass each stage's outcomes on:
+        a retry, then done, failed or cancelled."""
+        vid, before = snap["video_id"], self.seen.get(snap["video_id"])
+        for stage, state in snap["stages"].items():
+            errors = snap["retried"].get(stage, [])
+            ran = state == "running" or f"{stage}_s" in snap["timings"] or errors
+            key = f"{self.client}/{stage}/{vid}"
+            if key not in self.stage_futures:
+                if not ran:
+                    continue
+                _STAGE_WATCHES[key] = queue.Queue()
+                self.stage_futures[key] = stage_run.with_options(
+                    task_run_name=f"{STAGE_TASKS[stage]}/{vid}").submit(key, vid, stage)
+                told = 0
+            else:
+                told = len(before["retried"].get(stage, [])) if before else 0
+            for error in errors[told:]:
+                _STAGE_WATCHES[key].put(("retry", error))
+            was = before["stages"].get(stage) if before else None
+            if state in ("done", "failed", "cancelled") and (was != state or told < len(errors)):
+                detail = ({k: v for k, v in snap["timings"].items() if k == f"{stage}_s"} if state == "done"
+                          else snap["error"])
+                _STAGE_WATCHES[key].put((state, detail))
+
+    def fields(self, snap: dict) -> dict:
+        """The manifest columns of a snapshot."""
+        vid, before = snap["video_id"], self.seen.get(snap["video_id"])
+        status = {"queued": "pending", "cancelled": "skipped"}.get(snap["status"], snap["status"])
+        row = {"status": status, "chunks_done": snap["chunks_done"], "chunks_total": snap["chunks_total"],
+               **{f"{stage}_status": {"cancelled": "skipped"}.get(state, state)
+                  for stage, state in snap["stages"].items()},
+               **{k: v for k, v in snap["timings"].items() if k in ("init_s", "extend_s", "refine_s", "total_s")}}
+        if snap["started_at"] and (before is None or not before.get("started_at")):  # it ran in this run
+            row["attempts"] = self.manifest.row(vid)["attempts"] + 1
+            store = RunStore(self.output_uri, vid)
+            row.update(chunk_latents_uri=storage.join(store.work, "extend"), low_res_uri=store.low_res_video,
+                       video_uri=store.final_video)
+        if snap["status"] == "done":
+            row.update(error=None, models=self.models)
+        elif snap["error"]:
+            row["error"] = snap["error"]
+        return row
+
+    def report_progress(self, force: bool = False) -> None:
+        import time
+
+        now = time.monotonic()
+        if not force and now - self.progress_at < self.PROGRESS_EVERY_S:
+            return
+        self.progress_at = now
+        moving = sum(self.chunks.values())
+        update_progress_artifact(self.progress, 100.0 * (self.done + moving) / self.total,
+                                 description=f"{self.done}/{self.total} videos finished, "
+                                             f"{moving:.1f} more in chunks")
 
 
 def _logger():

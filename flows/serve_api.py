@@ -24,14 +24,17 @@ Three deployments:
   restarted application reads it back: finished jobs keep answering, queued jobs are dispatched
   again, running ones keep running if their generator is alive and are queued again (resuming)
   once their lease expires. It bounds the queue: at most ``max_queue`` jobs queued or running,
-  beyond that 429 with ``Retry-After``, so Serve's queue in front of the generation replicas
-  stays as short (a job cancelled while queued leaves it at once).
-* ``Generator`` (``max_ongoing_requests=1``, autoscaled, resources of the extend pool): loads the
-  stages once and runs one video per call with :func:`stages.generate.generate_video`, writing
-  each finished low-res chunk's MP4 and reporting it to the owner, which it also asks after
-  every denoising step whether to stop; a heartbeat every third of ``lease_s`` keeps the job's
-  lease between reports. Chunk latents are saved as they finish (the run store), so a lost,
-  failed or cancelled job that runs again resumes after its last finished chunk.
+  beyond that 429 with ``Retry-After`` (a job cancelled while queued leaves at once).
+* ``Generator`` (no GPU, no model): one call per job, which submits the video to the cluster's
+  engine (stages/engine.py) as an interactive request and relays its progress to the owner: the
+  start, every finished low-res chunk (its MP4 written by the worker that made it) and the end;
+  it also passes the owner's cancellation on, and asks the owner twice a second whether to stop,
+  which keeps the job's lease. The engine's init, extend and refine pools make the video, shared
+  with batch runs, interactive requests first within a bounded share (``interactive_share``);
+  refinement runs pipeline-parallel over the refine pool. Chunk latents are saved as they finish
+  (the run store), so a lost, failed or cancelled job that runs again resumes after its last
+  finished chunk, and a relay that dies leaves the engine's work going: the job's next attempt
+  attaches to it.
 
 Streaming: server-sent events that carry the URL of a small MP4 per chunk, rather than one
 growing fragmented MP4 or a WebSocket. SSE is plain HTTP (proxies, ``curl -N``, the browser's
@@ -44,38 +47,34 @@ url, chunks_total, status}; ``done`` {video_url, ...}; ``failed`` / ``cancelled`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import threading
-import time
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-import torch
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from pydantic import BaseModel, ConfigDict, Field
+import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from flows.serve_http import RequestGuard, body_error, file_response, json_safe, validation_error
 from flows.serve_jobs import JobOwner
 from infra import storage
-from infra.cluster import ClusterConfig, PoolConfig
+from infra.cluster import ClusterConfig
 from infra.params import body_model
 from infra.jobs import chunk_video_uri
 from infra.run_store import RunStore
-from infra.video_io import to_uint8, write_mp4
 from models.errors import ConfigError
 from models.request import MIN_FRAMES, NOT_PARAMETERS, GenerationRequest
-from stages.generate import Progress, Stages, generate_video
-from stages.pools import error_message
+from stages.engine import EngineOptions, chunk_plan, connect_engine
 from stages.sources import ModelSources
+from stages.workers import VideoJob
 
 LOG = logging.getLogger("ray.serve")
 TOKEN_ENV = "STREAMINGT2V_API_TOKEN"
@@ -99,8 +98,8 @@ class ServeArgs(BaseModel):
     refiner: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
-    pools: str = "local"  # ClusterConfig profile or YAML: the generation replicas get the extend pool's resources
-    min_replicas: int = Field(1, ge=0)  # of the generation deployment; the maximum is the extend pool's size
+    pools: str = "local"  # ClusterConfig profile or YAML: the engine's pools, shared with batch runs
+    interactive_share: float = Field(0.75, gt=0, le=1, allow_inf_nan=False)  # of each stage's starts while batch videos wait
     max_queue: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_QUEUE", 8), ge=1)
     max_frames: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_FRAMES", 1200), ge=MIN_FRAMES)
     max_body_bytes: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_BODY_BYTES", 16 * 1024), ge=1)
@@ -136,93 +135,92 @@ VideoBody = body_model(GenerationRequest, "VideoBody", exclude=NOT_PARAMETERS, d
     "defaults apply), which checks their ranges."))
 
 
-class Cancelled(Exception):
-    """Raised from a step callback to stop a job the owner says to stop."""
-
-
-@serve.deployment(max_ongoing_requests=1)
+@serve.deployment(max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
 class Generator:
-    """One video per call on stages loaded once; progress and cancellation go through the owner."""
+    """One job per call, made by the cluster's engine (stages/engine.py): it submits the video as
+    an interactive request, relays the engine's progress to the owner (the start, every finished
+    chunk, the end) and the owner's cancellation to the engine. It holds no model: the engine's
+    init, extend and refine pools make the video, shared with batch runs."""
 
-    def __init__(self, root: str, sources: ModelSources, torch_threads: int, heartbeat_s: float) -> None:
-        torch.set_num_threads(torch_threads)
+    def __init__(self, root: str, sources: ModelSources, cluster: ClusterConfig, options: EngineOptions,
+                 poll_s: float = 0.5) -> None:
         # The owner dispatches to this deployment, so it is looked up by name, not bound (no cycle).
         self.owner = serve.get_deployment_handle("JobOwner", serve.get_replica_context().app_name)
-        self.root = root
-        self.heartbeat_s = heartbeat_s
-        self.stages = Stages.load(sources)
+        self.root, self.poll_s = root, poll_s
+        self.client = f"serve:{root}"
+        self.engine = connect_engine(sources, cluster, options)
+        self.fingerprint = sources.fingerprint()
 
     async def models(self) -> str | None:
-        """The fingerprint of the models this replica runs (ModelSources.fingerprint)."""
-        return self.stages.models
+        """The fingerprint of the models the engine runs (ModelSources.fingerprint)."""
+        return self.fingerprint
 
     async def run(self, params: dict, attempt: int) -> str:
-        # The work runs in a thread: the replica's event loop stays free, and the thread may
-        # wait on the owner's answers.
+        # The relay runs in a thread: the replica's event loop stays free for other jobs' calls.
         return await asyncio.to_thread(self._run, GenerationRequest(**params, force=True), attempt)
 
     def _run(self, request: GenerationRequest, attempt: int) -> str:
-        video_id, store = request.video_id, RunStore(self.root, request.video_id)
+        video_id = request.video_id
+        job = VideoJob(request.params(), self.root, previews=True)
 
         def ask(method: str, *args: Any) -> Any:
             return getattr(self.owner, method).remote(video_id, attempt, *args).result()
 
-        plan = self.stages.extend.plan(request)
-        if not ask("start", plan):
+        def submit() -> dict:
+            return self._engine("submit", [job], "interactive", self.client)[0]
+
+        def next_snapshot(snap: dict) -> dict:
+            """The video's next snapshot (or the same one after ``poll_s``); a video the engine no
+            longer knows (it was restarted) is submitted again and resumes from its store."""
+            changed = self._engine("watch", [video_id], {video_id: snap["version"]}, self.poll_s)
+            if changed and changed[0]["status"] == "unknown":
+                return submit()
+            return changed[0] if changed else snap
+
+        def stop_asked() -> str | None:
+            """None, or why this attempt stops: 'cancelled' (the engine is told) or 'superseded'."""
+            if not ask("should_stop"):  # also renews the job's lease
+                return None
+            job_now = self.owner.view.remote(video_id).result()
+            if job_now is None or job_now["cancel_requested"] or job_now["status"] == "cancelled":
+                self._engine("cancel", [video_id], self.client)
+                return "cancelled"
+            return "superseded"  # a later attempt (or the job's end) took over: the engine's work goes on
+
+        snap = submit()
+        while snap["status"] == "queued":  # waiting for a free worker: the job stays queued
+            if (why := stop_asked()) is not None:
+                return why
+            snap = next_snapshot(snap)
+        if not ask("start", chunk_plan(request)):
             return "not started"
-        beating = threading.Event()
-        threading.Thread(target=self._heartbeat, args=(ask, beating), daemon=True).start()
-        try:
-            return self._generate(request, attempt, store, plan, ask)
-        finally:
-            beating.set()
-
-    def _heartbeat(self, ask: Any, stop: threading.Event) -> None:
-        """Keep the job's lease while the work is between reports (decoding, writing files)."""
-        while not stop.wait(self.heartbeat_s):
-            with contextlib.suppress(Exception):  # a missed beat is what the lease allows for
-                ask("should_stop")  # every report of the live attempt renews its lease
-
-    def _generate(self, request: GenerationRequest, attempt: int, store: RunStore, plan, ask) -> str:
-        video_id = request.video_id
-        t0, finished_at = time.perf_counter(), {}  # chunk index -> seconds since the start
-
-        def report(index: int) -> None:
-            finished_at[index] = time.perf_counter() - t0
-            timings = {"init_s": finished_at[0]} if index == 0 else {}
-            if index == len(plan.chunks) - 1:  # the low-res video is complete
-                timings["extend_s"] = finished_at[index] - finished_at[0]
-            if ask("chunk_done", index, timings):
-                raise Cancelled
-
-        def chunk_done(chunk, frames: torch.Tensor) -> None:
-            write_mp4(to_uint8(frames), chunk_video_uri(self.root, video_id, chunk.index), request.fps)
-            report(chunk.index)
-
-        def stop_if_asked(step: int, total: int) -> None:
-            if ask("should_stop"):
-                raise Cancelled
-
-        progress = Progress(chunk_step=lambda chunk, total: stop_if_asked, refine_step=stop_if_asked,
-                            chunk_done=chunk_done)
-        try:
-            request.check_prompt_length(self.stages.extend.model.tokenizer)
-            record = generate_video(request, self.stages, store, progress, attempt)
-            for chunk in plan.chunks[len(finished_at):]:  # a finished record skips the chunks: its MP4s exist
-                report(chunk.index)
-        except Cancelled:
+        reported = 0
+        while True:
+            for index in range(reported, snap["chunks_done"]):
+                ask("chunk_done", index, {})
+                reported = index + 1
+            if snap["status"] == "cancelled" and not snap["cancel_requested"] and stop_asked() is None:
+                snap = submit()  # another submitter withdrew it: this job still wants it
+                continue
+            if snap["status"] in ("done", "failed", "cancelled"):
+                break
+            if (why := stop_asked()) == "superseded":
+                return why
+            snap = next_snapshot(snap)
+        if snap["status"] == "done":
+            store = RunStore(self.root, video_id)
+            artifacts = {"video_uri": store.final_video, "low_res_uri": store.low_res_video,
+                         "chunk_latents_uri": storage.join(store.work, "extend"), "models": self.fingerprint}
+            ask("finish", "done", None, snap["timings"], artifacts)
+        elif snap["status"] == "failed":
+            LOG.error("job %s attempt %d failed: %s", video_id, attempt, snap["error"])
+            ask("finish", "failed", snap["error"])
+        else:
             ask("finish", "cancelled")
-            return "cancelled"
-        except Exception as error:  # the job fails, the replica keeps serving; details stay in the log
-            LOG.exception("job %s attempt %d failed", video_id, attempt)
-            ask("finish", "failed", error_message(error))
-            return "failed"
-        timings = {k: v for k, v in record["timings"].items() if k in ("refine_s", "total_s")}
-        artifacts = {"video_uri": store.final_video, "low_res_uri": store.low_res_video,
-                     "record_uri": store.record, "chunk_latents_uri": storage.join(store.work, "extend"),
-                     "models": self.stages.models}
-        ask("finish", "done", None, timings, artifacts)
-        return "done"
+        return snap["status"]
+
+    def _engine(self, method: str, *args: Any) -> Any:
+        return ray.get(getattr(self.engine, method).remote(*args))
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
@@ -241,29 +239,6 @@ class VideoAPI:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return http_app(self)
-
-    def dispatch(self, video_id: str, params: dict, attempt: int) -> None:
-        """Hand an accepted job to the generation deployment. Serve queues the call until a
-        replica is free; the owner's bound keeps at most ``max_queue`` jobs active, and a job's
-        earlier call is withdrawn, so the calls in flight stay within it."""
-        self.withdraw(video_id)
-        task = asyncio.get_running_loop().create_task(self._generate(params, attempt))
-        self.dispatched[video_id] = task
-        task.add_done_callback(lambda done: self.dispatched.pop(video_id, None) if self.dispatched.get(video_id)
-                               is done else None)
-
-    def withdraw(self, video_id: str) -> None:
-        """Cancel a job's call in flight (a cancelled queued job leaves Serve's queue at once)."""
-        if (task := self.dispatched.pop(video_id, None)) is not None:
-            task.cancel()
-
-    async def _generate(self, params: dict, attempt: int) -> None:
-        try:
-            await self.generator.run.remote(params, attempt)
-        except Exception as error:  # the replica died: the job fails (a no-op if it had finished)
-            video_id = GenerationRequest(**params, force=True).video_id
-            LOG.error("job %s attempt %d: generation replica failed: %r", video_id, attempt, error)
-            await self.owner.finish.remote(video_id, attempt, "failed", f"generation replica: {error_message(error)}")
 
 
 # --- HTTP ---------------------------------------------------------------------------------------
@@ -497,12 +472,6 @@ def _unavailable(reason: str, retry_after_s: int) -> JSONResponse:
 
 # --- the application ------------------------------------------------------------------------------
 
-def _replica_options(pool: PoolConfig) -> dict[str, Any]:
-    """A pool's resources as Serve's ray_actor_options (Serve restarts replicas itself)."""
-    options = pool.actor_options()
-    return {k: options[k] for k in ("num_cpus", "num_gpus", "label_selector", "resources") if k in options}
-
-
 def app(args: dict) -> serve.Application:
     """The application builder that serve_config.yaml names (``import_path: flows.serve_api:app``)."""
     config = ServeArgs.model_validate(args)
@@ -510,14 +479,9 @@ def app(args: dict) -> serve.Application:
         config.token()
     sources = ModelSources(preset=config.preset, base_model=config.base_model, streaming_model=config.streaming_model,
                            refiner=config.refiner, device=config.device, dtype=config.dtype)
-    pool = ClusterConfig.load(config.pools).extend
-    if config.min_replicas > pool.size:
-        raise ConfigError("min_replicas", config.min_replicas, f"at most the extend pool's size {pool.size}")
-    generator = Generator.options(
-        ray_actor_options=_replica_options(pool),
-        autoscaling_config={"min_replicas": config.min_replicas, "max_replicas": pool.size,
-                            "target_ongoing_requests": 1},
-    ).bind(config.root, sources, pool.torch_threads, config.lease_s / 3)
+    cluster = ClusterConfig.load(config.pools)
+    generator = Generator.bind(config.root, sources, cluster, EngineOptions(interactive_share=config.interactive_share),
+                               min(0.5, config.lease_s / 4))
     owner = JobOwner.bind(config.root, config.max_queue, generator, config.lease_s, config.max_redispatch,
                           config.retention_h * 3600)
     return VideoAPI.bind(owner, config, sources)

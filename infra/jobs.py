@@ -373,4 +373,4 @@ class JobBoard:
 
 def chunk_video_uri(root: str, video_id: str, index: int) -> str:
     """Where the MP4 of low-res chunk ``index`` (the frames it appended) lives."""
-    return storage.join(RunStore(root, video_id).work, "chunks", f"{index:05d}.mp4")
+    return RunStore(root, video_id).chunk_preview(index)

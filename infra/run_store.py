@@ -7,6 +7,9 @@
                                   latents of every finished chunk (init chunk = 00000)
     OUT/.work/<video-id>/lowres_frames.safetensors
                                   the low-resolution video as exact uint8 frames (refine's input)
+    OUT/.work/<video-id>/chunks/00003.mp4
+                                  the frames chunk 3 appended to the low-res video, for clients
+                                  watching a video grow (written when a job asks for previews)
     OUT/.work/<video-id>/models.json
                                   the fingerprint of the models that made this work
     OUT/chunks/<video-id>.parquet the chunk table (infra.chunk_table): a row per finished chunk,
@@ -53,6 +56,10 @@ class RunStore:
     @property
     def record(self) -> str:
         return storage.join(self.out, f"{self.video_id}.json")
+
+    def chunk_preview(self, index: int) -> str:
+        """The MP4 of the frames low-res chunk ``index`` appended to the video."""
+        return storage.join(self.work, "chunks", f"{index:05d}.mp4")
 
     @property
     def low_res_frames(self) -> str:

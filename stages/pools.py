@@ -1,21 +1,20 @@
-"""Ray wiring: the stage workers as actor pools, the pipeline-parallel refine, the batch scheduler.
+"""Ray wiring: the stage workers as actor pools and the pipeline-parallel refine; the engine
+(stages/engine.py) owns the pools and schedules the videos over them.
 
 Why actors fed by bounded queues rather than Ray Data ``map_batches``: a video is not a row that
 flows through three maps. Extension is a long, resumable loop whose every chunk is checkpointed;
 refinement of one video fans its chunks out over several actors with step-level dependencies;
-and each video needs its own status, error and retry accounting in the manifest. A small driver
-loop over ``ray.wait`` expresses all three directly, while per-stage bounds on videos in flight
-give the same back-pressure Ray Data would: no stage holds more than ``max_videos_in_flight``
-videos, and tensors travel between actors through the object store or storage, never through the
-driver.
+and each video needs its own status, error and retry accounting. A scheduling loop over
+``ray.wait`` expresses all three directly, while per-stage bounds on videos in flight give the
+same back-pressure Ray Data would: no stage holds more than ``max_videos_in_flight`` videos, and
+tensors travel between actors through the object store or storage, never through a driver.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import ray
 
@@ -23,8 +22,6 @@ from infra import storage
 from infra.cluster import ClusterConfig, PoolConfig
 from models.errors import ConfigError
 from models.chunk_plan import ChunkPlan
-from models.refinement import sdedit_timesteps
-from stages.refine import refine_config_for
 from stages.sources import ModelSources
 from stages.workers import ExtendWorker, InitChunkWorker, RefineWorker, VideoJob
 
@@ -83,14 +80,15 @@ def assign_chunks(num_chunks: int, workers: int) -> list[int]:
 
 
 def refine_pipeline_parallel(job: VideoJob, plan: ChunkPlan, workers: Sequence, steps: int,
-                             return_frames: bool = False) -> ray.ObjectRef:
+                             return_frames: bool = False, engine=None) -> ray.ObjectRef:
     """Submit the whole refinement of one video over ``workers``; returns the ref of its result.
 
     Task (chunk i, step s) takes the refs of chunks i-1, i, i+1 after step s-1 and Ray starts it
     as soon as those exist (and its actor is free). It blends its own input exactly as the
     sequential order does (blending is a pure selection with a seeded f_thr), so the result is
     bit-identical to :func:`models.refinement.refine_sequential` on one process. Chunks are
-    assigned in contiguous blocks; worker 0 also encodes and decodes the video.
+    assigned in contiguous blocks; worker 0 also encodes and decodes the video. With ``engine``,
+    chunk 0's task of every step asks it whether the video was cancelled.
     """
     m = len(plan)
     coordinator = workers[0]
@@ -99,20 +97,8 @@ def refine_pipeline_parallel(job: VideoJob, plan: ChunkPlan, workers: Sequence, 
     owner = assign_chunks(m, len(workers))
     for s in range(steps):
         current = [workers[owner[i]].step.remote(job, i, s, current[i], current[i - 1] if i > 0 else None,
-                                                 current[i + 1] if i < m - 1 else None) for i in range(m)]
+                                                 current[i + 1] if i < m - 1 else None, engine) for i in range(m)]
     return coordinator.finish.remote(job, *current, return_frames=return_frames)
-
-
-# -- the batch scheduler -----------------------------------------------------------------------
-Update = Callable[[str, dict], None]
-
-
-@dataclass
-class _Running:
-    stage: str
-    job: VideoJob
-    actor: object | None
-    started: float = field(default_factory=time.perf_counter)
 
 
 def first_stage(job: VideoJob) -> str:
@@ -126,86 +112,6 @@ def first_stage(job: VideoJob) -> str:
         if job.request.refine:
             return "refine"
     return "extend" if store.load_chunk(0) is not None else "init"
-
-
-class BatchScheduler:
-    """Streams videos through the three pools: video k+1 initialises while video k extends and
-    video k-1 refines. Each stage holds at most ``max_videos_in_flight`` videos (running or
-    waiting for it); a failure fails that video only."""
-
-    def __init__(self, pools: Pools, sources: ModelSources, on_update: Update = lambda video_id, fields: None,
-                 refine_concurrency: int = 1) -> None:
-        self.pools = pools
-        self.refine_config = sources.refine_config()
-        self.models = sources.fingerprint()  # what every video's stored work must have been made by
-        self.on_update = on_update
-        self.refine_concurrency = refine_concurrency
-        self.bound = pools.config.max_videos_in_flight
-        self.refine_schedule = ray.get(pools.refine[0].schedule.remote()) if pools.refine else None
-
-    def _layout(self, job: VideoJob) -> tuple[ChunkPlan, int]:
-        config = refine_config_for(self.refine_config, job.request)
-        return config.plan(job.request.num_frames), len(sdedit_timesteps(self.refine_schedule, config))
-
-    def run(self, jobs: Sequence[VideoJob]) -> dict[str, dict]:
-        queues: dict[str, deque[VideoJob]] = {"init": deque(), "extend": deque(), "refine": deque()}
-        results: dict[str, dict] = {}
-        for job in jobs:
-            try:
-                job.store.claim(self.models)  # work of other models is removed, never resumed
-                stage = first_stage(job)
-            except OSError as exc:  # a storage error fails this video only
-                error = error_message(exc)
-                results[job.request.video_id] = {"status": "failed", "error": error}
-                self.on_update(job.request.video_id, {"status": "failed", "init_status": "failed", "error": error})
-                continue
-            if stage == "done":
-                results[job.request.video_id] = {"status": "done"}
-                self.on_update(job.request.video_id, {"status": "done"})
-            else:
-                queues[stage].append(job)
-        free = {"init": deque(self.pools.init), "extend": deque(self.pools.extend)}
-        running: dict[ray.ObjectRef, _Running] = {}
-
-        def held(stage: str) -> int:
-            return len(queues[stage]) + sum(r.stage == stage for r in running.values())
-
-        while any(queues.values()) or running:
-            for stage, downstream in (("init", "extend"), ("extend", "refine")):
-                while queues[stage] and free[stage] and held(downstream) < self.bound:
-                    job, actor = queues[stage].popleft(), free[stage].popleft()
-                    running[getattr(actor, "run").remote(job)] = _Running(stage, job, actor)
-                    self.on_update(job.request.video_id, {"status": "running", f"{stage}_status": "running"})
-            while queues["refine"] and sum(r.stage == "refine" for r in running.values()) < self.refine_concurrency:
-                job = queues["refine"].popleft()
-                plan, steps = self._layout(job)
-                running[refine_pipeline_parallel(job, plan, self.pools.refine, steps)] = _Running("refine", job, None)
-                self.on_update(job.request.video_id, {"status": "running", "refine_status": "running"})
-            if not running:
-                break
-            (ref,), _ = ray.wait(list(running), num_returns=1)
-            task = running.pop(ref)
-            video_id = task.job.request.video_id
-            if task.actor is not None:
-                free[task.stage].append(task.actor)
-            try:
-                out = ray.get(ref)
-            except (ray.exceptions.RayError, OSError) as exc:
-                error = error_message(exc)
-                results[video_id] = {"status": "failed", "error": error}
-                self.on_update(video_id, {"status": "failed", f"{task.stage}_status": "failed", "error": error})
-                continue
-            fields = {f"{task.stage}_status": "done", f"{task.stage}_s": time.perf_counter() - task.started}
-            fields.update({k: v for k, v in out.items() if k in ("chunks_total", "frames")})
-            nxt = {"init": "extend", "extend": "refine" if task.job.request.refine else None,
-                   "refine": None}[task.stage]
-            if nxt is not None:
-                queues[nxt].append(task.job)
-            else:
-                fields["status"] = "done"
-                results[video_id] = {"status": "done", **fields}
-            self.on_update(video_id, fields)
-        return results
 
 
 def error_message(exc: BaseException) -> str:

@@ -3,7 +3,8 @@ artifact through the run store (storage), so the driver only passes requests and
 
 These are plain classes; :mod:`stages.pools` turns them into Ray actors pinned to a GPU type.
 Every method is idempotent and resumable (it skips what storage already holds), which is what
-makes Ray's actor restarts and task retries safe.
+makes Ray's actor restarts and task retries safe. Given the engine (stages/engine.py), a worker
+reports each finished chunk to it and stops within a denoising step or two of a cancellation.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from infra import storage
 from infra.run_store import RunStore
 from infra.video_io import to_uint8, write_mp4
 from models.schedule import NoiseSchedule
@@ -24,12 +26,18 @@ from models.request import GenerationRequest
 from stages.sources import ModelSources
 
 
+class Cancelled(Exception):
+    """Raised inside a worker when the engine says its video was cancelled."""
+
+
 @dataclass(frozen=True)
 class VideoJob:
-    """What travels from the driver to a worker: the request and where its artifacts live."""
+    """What travels from the engine to a worker: the request, where its artifacts live, and
+    whether each low-res chunk also gets its own MP4 (``previews``, for clients watching it grow)."""
 
     params: dict
     out: str
+    previews: bool = False
 
     @property
     def request(self) -> GenerationRequest:
@@ -44,16 +52,60 @@ def _threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+class EngineLink:
+    """A worker's line to the engine for one video: chunk reports, and a cancellation check that
+    never blocks a denoising step (each step sends the question and reads the previous step's
+    answer once it has come, so a cancelled video stops within two steps). No engine: no-ops."""
+
+    def __init__(self, engine, video_id: str) -> None:
+        self.engine, self.video_id, self.pending = engine, video_id, None
+
+    def step(self, step: int, total: int) -> None:
+        if self.engine is None:
+            return
+        import ray
+
+        if self.pending is not None and ray.wait([self.pending], timeout=0)[0]:
+            if ray.get(self.pending):
+                raise Cancelled(self.video_id)
+            self.pending = None
+        if self.pending is None:
+            self.pending = self.engine.should_stop.remote(self.video_id)
+
+    def stop_now(self) -> None:
+        """Ask and wait for the answer (once per refine step)."""
+        import ray
+
+        if self.engine is not None and ray.get(self.engine.should_stop.remote(self.video_id)):
+            raise Cancelled(self.video_id)
+
+    def chunk_done(self, index: int, frames: tuple[int, int]) -> None:
+        if self.engine is not None:
+            self.engine.chunk_done.remote(self.video_id, index, list(frames))
+
+
+def _preview(job: VideoJob, index: int, frames: torch.Tensor) -> None:
+    """The MP4 of the frames low-res chunk ``index`` appended to the video (once)."""
+    uri = job.store.chunk_preview(index)
+    if job.previews and not storage.exists(uri):
+        write_mp4(to_uint8(frames), uri, job.request.fps)
+
+
 class InitChunkWorker:
     def __init__(self, sources: ModelSources, torch_threads: int = 1) -> None:
         _threads(torch_threads)
         self.stage = InitChunkStage(sources.load_video_ldm())
 
-    def run(self, job: VideoJob) -> dict:
+    def run(self, job: VideoJob, engine=None) -> dict:
         store, t0 = job.store, time.perf_counter()
         if store.load_chunk(0) is None:
-            latents = self.stage.generate(job.request)
+            link = EngineLink(engine, job.request.video_id)
+            out = self.stage(job.request, link.step) if job.previews else None
+            latents = out.latents if out is not None else self.stage.generate(job.request, link.step)
             store.save_chunk(0, latents, (0, latents.shape[2]), time.perf_counter() - t0)
+            if out is not None:
+                _preview(job, 0, out.frames)
+            link.chunk_done(0, (0, latents.shape[2]))
         return {"init_s": time.perf_counter() - t0}
 
 
@@ -62,16 +114,22 @@ class ExtendWorker:
         _threads(torch_threads)
         self.extend = AutoregressiveExtendStage(sources.load_streaming())
 
-    def run(self, job: VideoJob) -> dict:
+    def run(self, job: VideoJob, engine=None) -> dict:
         """All remaining chunks of one video, resuming after the last one in storage; publishes
         the low-res video (exact frames for refine, and an MP4)."""
         request, store, t0 = job.request, job.store, time.perf_counter()
         resumed = len(store.finished_chunks())
         if store.load_chunk(0) is None:
             raise RuntimeError(f"video {request.video_id}: the init chunk is not in storage")
-        chunks = StoredChunks(store)
+        chunks, link = StoredChunks(store), EngineLink(engine, request.video_id)
+
+        def kept(chunk, frames: torch.Tensor) -> None:
+            chunks.kept(chunk, frames)
+            _preview(job, chunk.index, frames)
+            link.chunk_done(chunk.index, (chunk.keep_start, chunk.keep_stop))
+
         low_res = generate_low_res(request, None, self.extend, load_chunk=chunks.load, on_chunk=chunks.save,
-                                   on_kept=chunks.kept)
+                                   on_step=lambda chunk: link.step, on_kept=kept)
         frames = to_uint8(low_res)
         store.save_low_res(frames)
         write_mp4(frames, store.low_res_video, request.fps)
@@ -107,10 +165,13 @@ class RefineWorker:
         return self.sessions[key]
 
     def step(self, job: VideoJob, index: int, step: int, own: torch.Tensor,
-             left: torch.Tensor | None, right: torch.Tensor | None) -> torch.Tensor:
+             left: torch.Tensor | None, right: torch.Tensor | None, engine=None) -> torch.Tensor:
         """Chunk ``index`` at DDIM step ``step``: its input is z_0 noised to T' (step 0) or its
         blended latent after step - 1, built from its own and its neighbours' results; returns
-        its latent after the step, before blending."""
+        its latent after the step, before blending. Chunk 0 asks the engine (if any) whether the
+        video was cancelled; a cancelled step fails every step that depends on it at once."""
+        if index == 0:
+            EngineLink(engine, job.request.video_id).stop_now()
         refiner = self._session(job, own).refiner
         if step == 0:
             x = refiner.initial(refiner.chunks[index], own)

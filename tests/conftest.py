@@ -197,6 +197,31 @@ def ray_local(s3_server):
     ray.shutdown()
 
 
+@pytest.fixture()
+def alive_actors():
+    """The class names of the connected Ray cluster's live actors, one per actor, from the GCS
+    actor table (Ray's state without the dashboard, which the local test cluster does not run)."""
+    def classes() -> list[str]:
+        import ray._private.state
+
+        return [a["ActorClassName"] for a in ray._private.state.actors().values() if a["State"] == "ALIVE"]
+
+    return classes
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _engine_stopped_after_module():
+    """The engine is a detached actor: stopped after each test module that started one, so its
+    pools never hold the local cluster's CPUs for the next module."""
+    yield
+    import ray
+
+    if ray.is_initialized():
+        from stages.engine import stop_engine
+
+        stop_engine()
+
+
 # Tiny models saved to disk: loading code paths and the starting points of training stages.
 @pytest.fixture(scope="session")
 def tiny_base_dir(tmp_path_factory):

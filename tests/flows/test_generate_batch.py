@@ -69,6 +69,76 @@ def test_three_prompts_end_to_end_then_a_rerun_skips_them(prefect_harness, ray_l
     assert {uri: os.stat(uri).st_mtime_ns for uri in kept} == kept
 
 
+def _task_runs(names):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=names)))
+
+    return {run.name: run for run in asyncio.run(read())}
+
+
+def test_each_videos_stages_are_prefect_task_runs_with_state_duration_and_retries(prefect_harness, ray_local,
+                                                                                  tmp_path):
+    from flows.generate_batch import generate_batch
+    from infra.run_store import RunStore
+    from models.request import GenerationRequest
+    from stages.sources import ModelSources
+
+    out = str(tmp_path / "batch")
+    ok, broken = (GenerationRequest(p, num_frames=40, **FAST).video_id for p in PROMPTS[:2])
+    store = RunStore(out, broken)
+    store.claim(ModelSources().fingerprint())  # its work folder, made by these models
+    os.makedirs(store.work, exist_ok=True)
+    with open(os.path.join(store.work, "extend"), "w") as f:  # a file where its chunk folder should be
+        f.write("not a folder")
+    summary = generate_batch(prompts=PROMPTS[:2], output_uri=out, num_frames=40, **FAST)
+    assert summary["counts"] == {"done": 1, "failed": 1}
+    names = [f"{stage}/{vid}" for vid in (ok, broken) for stage in ("init-chunk", "extend", "refine")]
+    runs = _task_runs(names)
+    for stage in ("init-chunk", "extend", "refine"):
+        run = runs[f"{stage}/{ok}"]
+        assert run.state.is_completed() and run.run_count == 1 and run.total_run_time.total_seconds() > 0
+    assert runs[f"init-chunk/{ok}"].end_time <= runs[f"extend/{ok}"].start_time
+    assert runs[f"extend/{ok}"].end_time <= runs[f"refine/{ok}"].start_time
+    failed = runs[f"init-chunk/{broken}"]  # its first chunk cannot be saved
+    assert failed.state.is_failed() and failed.run_count == 2  # the engine tried the stage again once
+    assert "FileExistsError" in failed.state.message
+    assert f"extend/{broken}" not in runs and f"refine/{broken}" not in runs  # stages that never ran
+    row = BatchManifest.read(summary["manifest"]).row(broken)
+    assert row["status"] == "failed" and row["init_status"] == "failed" and "FileExistsError" in row["error"]
+
+
+def test_the_progress_artifact_moves_per_chunk(monkeypatch):
+    import flows.generate_batch as batch
+
+    values = []
+    monkeypatch.setattr(batch, "create_progress_artifact", lambda **kwargs: "progress-id")
+    monkeypatch.setattr(batch, "update_progress_artifact", lambda artifact, value, **kwargs: values.append(value))
+    monkeypatch.setattr(batch, "save_manifest", lambda manifest, uri: True)
+    monkeypatch.setattr(batch.BatchFollower, "PROGRESS_EVERY_S", 0.0)
+    from infra.manifest import BatchManifest
+    from models.request import GenerationRequest
+
+    requests = [GenerationRequest(p, num_frames=40) for p in PROMPTS[:2]]
+    follower = batch.BatchFollower(BatchManifest.create("b", requests), "m.parquet", "out", 0, 2, "models", None)
+    versions, open_ = {}, {r.video_id for r in requests}
+
+    def snap(request, status, chunks, version):
+        return {"video_id": request.video_id, "version": version, "status": status, "chunks_done": chunks,
+                "chunks_total": 4, "stages": {"init": "done", "extend": "running", "refine": "pending"},
+                "timings": {}, "error": None, "retried": {}, "started_at": 1.0}
+
+    for version, chunks in enumerate((1, 2, 3)):
+        follower.apply([snap(requests[0], "running", chunks, version)], versions, open_)
+    follower.apply([snap(requests[0], "done", 4, 3)], versions, open_)
+    assert values == [12.5, 25.0, 37.5, 50.0]
+
+
 @pytest.mark.parametrize("params,field", [
     (dict(num_frames=8), "num_frames"),
     (dict(blend="soft"), "blend"),

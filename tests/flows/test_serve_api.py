@@ -14,7 +14,6 @@ import httpx
 import pytest
 import yaml
 
-from infra.cluster import GPU
 from infra.jobs import CANCELLED, LOST, JobBoard, QueueFull
 from infra.video_io import read_video
 from models.chunk_plan import ChunkPlan
@@ -128,6 +127,36 @@ def test_submit_stream_then_fetch(client, tmp_path):
     again = submit(client, num_frames=40, seed=1, **TINY)  # idempotent: the same job, no new work
     assert (again["id"], again["status"]) == (job["id"], "done")
     assert client.get(job["status_url"]).json()["attempts"] == 1
+
+
+@pytest.mark.integration
+def test_a_request_is_made_by_the_engines_pools_with_refine_pipeline_parallel(client, tmp_path, alive_actors):
+    """No Serve replica holds a model: the cluster's engine makes the video on its init, extend and
+    refine pools (Ray's state API), refinement over both refine actors."""
+    import ray
+
+    from stages.engine import find_engine
+
+    job = submit(client, "A white circle moving up on a dotted background.", num_frames=24, num_inference_steps=1,
+                 refine=True, refine_steps=2)
+    name, data = finish(client, job["id"])
+    assert name == "done", data
+    assert read_video_bytes(client, job["video_url"], tmp_path).shape == (24, 128, 128, 3)
+    status = client.get(job["status_url"]).json()
+    assert {"init_s", "extend_s", "refine_s", "total_s"} <= set(status["timings"])
+    engine = find_engine()
+    described = ray.get(engine.describe.remote())
+    assert described["refine_actors"] == 2 and described["videos"].get("done", 0) >= 1
+    alive = alive_actors()
+    assert {"Engine", "InitChunkWorker", "ExtendWorker"} <= set(alive) and alive.count("RefineWorker") == 2
+
+
+def read_video_bytes(client: httpx.Client, url: str, tmp_path):
+    response = client.get(url)
+    assert response.status_code == 200
+    path = tmp_path / "video.mp4"
+    path.write_bytes(response.content)
+    return read_video(str(path))
 
 
 @pytest.mark.integration
@@ -337,7 +366,7 @@ def test_a_killed_replica_loses_no_job(service, killed, tmp_path):
         first = submit(c, f"A red kite over a {killed} field.", num_frames=48, **TINY)
         second = submit(c, f"A blue boat on a {killed} lake.", num_frames=32, **TINY)
         wait_for(c, first["id"], lambda job: job["chunks_done"] >= 2)
-        assert c.get(second["status_url"]).json()["status"] == "queued"
+        assert c.get(second["status_url"]).json()["status"] in ("queued", "running")  # the engine pipelines them
         kill_replica(killed)
     with service.client() as c:  # a new connection: the ingress may be new
         ended = [wait_for(c, job["id"], lambda j: j["status"] in ("done", "failed", "cancelled"), 180)
@@ -438,11 +467,11 @@ def test_300_open_streams_are_capped_and_the_service_keeps_answering(service):
     assert status == 200 and other == 202
 
 
-def test_serve_config_names_the_app_and_gives_generation_the_extend_pool():
+def test_serve_config_names_the_app_and_leaves_the_gpus_to_the_engine():
     from ray import serve
     from ray.serve.schema import ServeDeploySchema
 
-    from flows.serve_api import ServeArgs, _replica_options, app
+    from flows.serve_api import ServeArgs, app
 
     config = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "serve_config.yaml").read_text()))
     (application,) = config.applications
@@ -450,10 +479,9 @@ def test_serve_config_names_the_app_and_gives_generation_the_extend_pool():
     ServeArgs.model_validate(application.args)
     deployments = {d.name: d for d in application.deployments}
     assert set(deployments) == {"VideoAPI", "JobOwner", "Generator"}
-    generator = deployments["Generator"]
-    assert generator.max_ongoing_requests == 1
-    assert generator.ray_actor_options.model_dump(exclude_unset=True) == _replica_options(GPU.extend)
-    assert generator.autoscaling_config["max_replicas"] == GPU.extend.size
+    for deployment in deployments.values():  # the engine's pools hold the GPUs
+        assert deployment.ray_actor_options.model_dump(exclude_unset=True) == {"num_cpus": 0}
+    assert ServeArgs.model_validate(application.args).pools == "gpu"
     assert deployments["JobOwner"].num_replicas == 1
     assert isinstance(app(application.args), serve.Application)  # the builder accepts the file's args
 
@@ -575,26 +603,104 @@ def test_a_slow_store_does_not_stall_the_ingress_while_it_serves_a_file(tmp_path
     assert response.headers["content-length"] == "10" and ticks >= 5
 
 
-def test_the_generators_heartbeat_asks_the_owner_something_it_answers():
-    """Between reports the generator's heartbeat thread renews the job's lease; what it calls must
-    be an owner method (a missing one fails inside the thread, where a missed beat is tolerated,
-    so nothing else would show it)."""
-    import threading
-    import time
+class _Answer:
+    def __init__(self, value):
+        self.value = value
 
+    def result(self):
+        return self.value
+
+
+class _BoardOwner:
+    """The owner as the relay sees it (``method.remote(...).result()``), over a real JobBoard."""
+
+    def __init__(self, board: JobBoard):
+        self.board = board
+        for name in ("start", "chunk_done", "should_stop", "finish"):
+            setattr(self, name, self._method(name))
+        self.view = self._method("view")
+
+    def _method(self, name):
+        class Method:
+            @staticmethod
+            def remote(*args):
+                return _Answer(getattr(self.board, name)(*args))
+
+        return Method
+
+
+class _ScriptedEngine:
+    """The engine's answers to one relay: each watch returns the next snapshot of ``script``."""
+
+    def __init__(self, video_id: str, script: list[dict]):
+        self.video_id, self.script, self.calls = video_id, list(script), []
+
+    def __call__(self, method, *args):
+        self.calls.append((method, args))
+        if method == "submit":
+            return [self._snap(self.script.pop(0))]
+        if method == "watch":
+            return [self._snap(self.script.pop(0))] if self.script else []
+        return None
+
+    def _snap(self, fields):
+        base = {"video_id": self.video_id, "version": len(self.calls), "chunks_done": 0, "error": None,
+                "cancel_requested": False, "timings": {}}
+        return {**base, **fields}
+
+
+def _relay(tmp_path, script, before_watch=None):
+    """Run the relay of a fresh job against a real JobBoard and a scripted engine."""
     from flows.serve_api import Generator
-    from flows.serve_jobs import JobOwner
 
-    asked: list[str] = []
-    generator = object.__new__(Generator.func_or_class)
-    generator.heartbeat_s = 0.01
-    stop = threading.Event()
-    beating = threading.Thread(target=generator._heartbeat, args=(asked.append, stop))
-    beating.start()
-    time.sleep(0.1)
-    stop.set()
-    beating.join()
-    assert asked and all(callable(getattr(JobOwner.func_or_class, name, None)) for name in asked), asked
+    board = JobBoard(str(tmp_path), 4)
+    request = GenerationRequest("a red circle", num_frames=40, **TINY)
+    attempt = board.submit(request).attempt
+    engine = _ScriptedEngine(request.video_id, script)
+    relay = object.__new__(Generator.func_or_class)
+    relay.owner, relay.root, relay.poll_s, relay.client, relay.fingerprint = (
+        _BoardOwner(board), str(tmp_path), 0.0, "serve:test", "models-1")
+
+    def engine_call(method, *args):
+        if method == "watch" and before_watch is not None:
+            before_watch(board, request.video_id)
+        return engine(method, *args)
+
+    relay._engine = engine_call
+    outcome = relay._run(request, attempt)
+    return outcome, board.view(request.video_id), engine.calls
+
+
+def test_the_relay_reports_the_engines_progress_to_the_owner(tmp_path):
+    outcome, job, calls = _relay(tmp_path, [
+        {"status": "queued"}, {"status": "running", "chunks_done": 1}, {"status": "running", "chunks_done": 3},
+        {"status": "done", "chunks_done": 4, "timings": {"init_s": 1.0, "extend_s": 2.0, "total_s": 3.0}}])
+    assert outcome == "done" and calls[0][0] == "submit" and calls[0][1][1] == "interactive"
+    assert calls[0][1][0][0].previews  # the workers write each chunk's MP4 for the stream
+    assert (job["status"], job["chunks_done"], job["chunks_total"]) == ("done", 4, 4)
+    assert job["timings"] == {"init_s": 1.0, "extend_s": 2.0, "total_s": 3.0}
+    assert not any(method == "cancel" for method, _ in calls)
+
+
+def test_the_relay_passes_a_cancel_on_but_a_superseded_attempt_leaves_the_engines_work_alone(tmp_path):
+    def cancel(board, vid):
+        if board.view(vid)["status"] == "running":
+            board.cancel(vid)
+
+    outcome, job, calls = _relay(tmp_path / "cancel", [
+        {"status": "running", "chunks_done": 1}, {"status": "running", "chunks_done": 2},
+        {"status": "cancelled", "chunks_done": 2, "cancel_requested": True}], before_watch=cancel)
+    assert outcome == "cancelled" and job["status"] == "cancelled"
+    assert ("cancel", ([job["id"]], "serve:test")) in calls
+
+    def supersede(board, vid):  # the lease expired: the job is queued again as a new attempt
+        if board.view(vid)["attempts"] == 1:
+            board.lost(vid, 1, "no report")
+
+    outcome, job, calls = _relay(tmp_path / "supersede", [
+        {"status": "running", "chunks_done": 1}, {"status": "running", "chunks_done": 2}], before_watch=supersede)
+    assert outcome == "superseded" and job["attempts"] == 2
+    assert not any(method == "cancel" for method, _ in calls)  # the next attempt attaches to the same work
 
 
 def test_a_running_job_whose_generator_goes_silent_is_queued_again_then_fails(tmp_path, clock):

@@ -1,7 +1,7 @@
 """A real small batch on a simulated multi-node cluster, run by tests/stages/test_multinode.py in
 its own process (it starts its own Ray cluster): a head without GPUs, a node of two fake A100-80G
 GPUs and a node of two fake H200 GPUs, each labelled with its accelerator type as Ray labels real
-GPU nodes. The workers compute on CPU. Prints, as JSON, the batch's results, the accelerator type
+GPU nodes. The batch runs through the engine (stages/engine.py); the workers compute on CPU. Prints, as JSON, the batch's results, the accelerator type
 of the node each live stage actor runs on (Ray's state API), and what ``unplaceable`` says of a
 pool whose GPU type no node has.
 
@@ -16,7 +16,8 @@ from ray.cluster_utils import Cluster
 from infra.cluster import ClusterConfig, PoolConfig
 from models.request import GenerationRequest
 from models.errors import ConfigError
-from stages.pools import BatchScheduler, Pools, wait_until_placeable
+from stages.engine import connect_engine, follow_videos, stop_engine
+from stages.pools import wait_until_placeable
 from stages.sources import ModelSources
 from stages.workers import VideoJob
 
@@ -36,10 +37,12 @@ try:  # what a batch does before it creates the pools: a clear error after the t
 except ConfigError as error:
     refused = str(error)
 sources = ModelSources()
-pools = Pools.create(sources, config)
+engine = connect_engine(sources, config)
 job = VideoJob(GenerationRequest("a red circle moving left on a striped background", num_frames=24,
                                  num_inference_steps=1, refine_steps=2).params(), out)
-results = BatchScheduler(pools, sources).run([job])
+ray.get(engine.submit.remote([job], "batch", "multinode"))
+results = {vid: {"status": snap["status"], "error": snap["error"], "frames": snap["frames"]}
+           for vid, snap in follow_videos(engine, [job.request.video_id], 600).items()}
 from ray.util.state import list_actors
 
 labels = {n["NodeID"]: n["Labels"].get("ray.io/accelerator-type") for n in ray.nodes()}
@@ -47,6 +50,6 @@ placed = {}
 for actor in list_actors(filters=[("state", "=", "ALIVE")]):
     placed.setdefault(actor.class_name, []).append(labels.get(actor.node_id))
 print(json.dumps({"results": results, "placed": placed, "missing": missing, "refused": refused}))
-pools.shutdown()
+stop_engine()
 ray.shutdown()
 cluster.shutdown()
