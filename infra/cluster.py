@@ -79,7 +79,7 @@ class ClusterConfig:
     init: PoolConfig = PoolConfig()
     extend: PoolConfig = PoolConfig()
     refine: PoolConfig = PoolConfig()
-    max_videos_in_flight: int = 3  # per stage queue bound: how many videos a stage may hold at once
+    max_videos_in_flight: int = 3  # back-pressure: how many videos may wait for a stage's free workers
 
     def pool(self, stage: str) -> PoolConfig:
         require(stage in STAGES, "stage", stage, f"one of {list(STAGES)}")

@@ -56,7 +56,7 @@ class EngineOptions:
     """How the engine shares its pools: see stages/scheduling.py."""
 
     interactive_share: float = 0.75  # most of a stage's starts Serve requests take while batch videos wait
-    refine_concurrency: int = 1  # videos refining at once, each over the whole refine pool
+    refine_concurrency: int = 1  # videos refining at once, each over its own group of the refine pool's actors
     stage_retries: int = 1  # times a failed stage is tried again (resuming from its store) before its video fails
     keep_finished: int = 10_000  # finished videos whose snapshot the engine still answers for
 
@@ -120,6 +120,8 @@ class Engine:
 
     def __init__(self, sources: ModelSources, cluster: ClusterConfig,
                  options: EngineOptions = EngineOptions()) -> None:
+        require(options.refine_concurrency <= cluster.refine.size, "refine_concurrency", options.refine_concurrency,
+                f"at most the refine pool's size {cluster.refine.size} (each video refines on a group of its actors)")
         self.sources, self.cluster, self.options = sources, cluster, options
         self.models = sources.fingerprint()
         self.refine_config = sources.refine_config()
@@ -130,7 +132,7 @@ class Engine:
         self.me = ray.get_runtime_context().current_actor if ray.is_initialized() else None
         self.pools = Pools(make_pool(InitChunkWorker, cluster.init, sources),
                            make_pool(ExtendWorker, cluster.extend, sources), [], cluster)
-        self.free = {"init": deque(self.pools.init), "extend": deque(self.pools.extend)}
+        self.free = {"init": deque(self.pools.init), "extend": deque(self.pools.extend), "refine": deque()}
         self.refine_schedule = None
         self.stopping = False
         self.loop = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
@@ -294,20 +296,23 @@ class Engine:
                 video = self.videos[vid]
                 self.running[actor.run.remote(video.job, self.me)] = _Running(stage, vid, actor)
                 self._started(video, stage)
-        while self.pools.refine and len(self.policy.running["refine"]) < self.options.refine_concurrency:
-            if (vid := self.policy.start("refine")) is None:
-                break
+        while self.free["refine"] and (vid := self.policy.start("refine")) is not None:
+            group = self.free["refine"].popleft()
             video = self.videos[vid]
             plan, steps = self._refine_layout(video.job)
-            ref = refine_pipeline_parallel(video.job, plan, self.pools.refine, steps, engine=self.me)
-            self.running[ref] = _Running("refine", vid, None)
+            ref = refine_pipeline_parallel(video.job, plan, group, steps, engine=self.me)
+            self.running[ref] = _Running("refine", vid, group)
             self._started(video, "refine")
 
     def _start_refine_pool(self) -> None:
         """The refine pool is made when the first video needs it (a batch without refinement
-        never holds its GPUs)."""
-        self.pools.refine = make_pool(RefineWorker, self.cluster.refine, self.sources)
-        self.refine_schedule = ray.get(self.pools.refine[0].schedule.remote())
+        never holds its GPUs), split into ``refine_concurrency`` groups of actors: each video
+        refines pipeline-parallel over one group."""
+        actors = make_pool(RefineWorker, self.cluster.refine, self.sources)
+        schedule = ray.get(actors[0].schedule.remote())
+        with self.cv:
+            self.pools.refine, self.refine_schedule = actors, schedule
+            self.free["refine"].extend(refine_groups(actors, self.options.refine_concurrency))
 
     def _refine_layout(self, job: VideoJob) -> tuple[ChunkPlan, int]:
         config = refine_config_for(self.refine_config, job.request)
@@ -380,6 +385,15 @@ class Engine:
         finished = [vid for vid, v in self.videos.items() if v.status in FINISHED]
         for vid in finished[:max(0, len(finished) - self.options.keep_finished)]:
             del self.videos[vid]
+
+
+def refine_groups(actors: list, groups: int) -> list[list]:
+    """The refine pool split into ``groups`` groups of contiguous actors, sizes differing by one."""
+    size, extra = divmod(len(actors), groups)
+    bounds = [0]
+    for g in range(groups):
+        bounds.append(bounds[-1] + size + (g < extra))
+    return [actors[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _is_cancel(error: BaseException | None) -> bool:

@@ -2,8 +2,8 @@
 
 A video moves init -> extend -> refine (refine only when it asks for it). Each stage keeps one
 queue per class: ``interactive`` (Serve requests) and ``batch`` (batch runs). A stage starts a
-video only while the next stage holds fewer than ``max_in_flight`` videos (queued or running
-there): back-pressure, so no stage piles up work the next one cannot take. A free worker takes an
+video only while fewer than ``max_in_flight`` videos wait for the next stage's workers:
+back-pressure, so no stage piles up work the next one cannot take, whatever the pools' sizes. A free worker takes an
 interactive video first, but while batch videos wait, interactive ones get at most
 ``interactive_share`` of the stage's starts (counted over its last ``window`` starts at which both
 classes waited), so a batch keeps progressing under a steady stream of requests.
@@ -99,7 +99,7 @@ class Scheduler:
         if not (queues["interactive"] or queues["batch"]):
             return None
         downstream = {"init": "extend", "extend": "refine"}.get(stage)
-        if downstream is not None and self.held(downstream) >= self.max_in_flight:
+        if downstream is not None and self.waiting(downstream) >= self.max_in_flight:
             return None
         if queues["interactive"] and queues["batch"]:
             recent = list(self.contended[stage])[-(self.window - 1):] if self.window > 1 else []

@@ -42,17 +42,17 @@ def test_interactive_requests_go_first_but_a_waiting_batch_gets_its_share():
     assert [solo.start("init") for _ in range(4)] == ["i0", "i1", "i2", "i3"]
 
 
-def test_a_full_next_stage_holds_videos_back():
+def test_a_next_stage_with_enough_waiting_holds_videos_back():
     policy = Scheduler(max_in_flight=2)
     for name in "abcd":
         policy.add(name, "init", "batch", refine=False)
     for _ in range(2):
         policy.finish(policy.start("init"), "init")  # a and b wait for extend
-    assert policy.held("extend") == 2 and policy.start("init") is None  # extend holds its bound
-    assert policy.start("extend") == "a"
-    assert policy.start("init") is None  # a still runs at extend
-    policy.finish("a", "extend")
+    assert policy.waiting("extend") == 2 and policy.start("init") is None  # the bound: 2 waiting
+    assert policy.start("extend") == "a"  # a runs: one waits, so init may go on
     assert policy.start("init") == "c"
+    policy.finish("c", "init")
+    assert policy.start("init") is None and policy.held("extend") == 3  # b and c wait, a runs
 
 
 def test_a_queued_video_can_be_withdrawn_and_a_share_out_of_range_is_refused():
