@@ -7,6 +7,7 @@
     streamingt2v evaluate VIDEO_OR_MANIFEST [--prompt P] [--clip-model DIR] [--json]
     streamingt2v train --stage vae|base|cam|cam_apm|conc_cond|refiner|clip --steps N --run-dir DIR [--out DIR] ...
     streamingt2v bench [--preset tiny|modelscope] [--device cuda --dtype bfloat16] [--ablations] ...
+    streamingt2v plan --speeds speeds.yaml --videos-per-hour N [--num-frames 240] [--plot queues.png]
 
 Bad input exits with status 2 and one line naming the field and its allowed range, before
 anything is written.
@@ -57,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--dtype", default="float16")
     c.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (only for trusted files)")
+
+    from flows import plan
+
+    plan.add_parser(sub)
     return parser
 
 
@@ -234,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
-        commands = {"generate": _generate, "preview": _preview, "convert-official": _convert}
+        from flows import plan
+
+        commands = {"generate": _generate, "preview": _preview, "convert-official": _convert, "plan": plan.run}
         return commands[args.command](args)
     except ConfigError as exc:
         print(f"streamingt2v: error: {exc}", file=sys.stderr)
