@@ -122,7 +122,8 @@ def stage_seconds(workload: Workload, speeds: Speeds, gpu_type: dict[str, str], 
 def plan_pools(workload: Workload, speeds: Speeds, videos_per_hour: float) -> PoolPlan:
     """The smallest pools that make ``videos_per_hour``: per stage the GPU type with the lowest cost
     per video (with prices) or the fastest step, then ceil(target x actor-seconds / 3600) actors;
-    refine groups as large as a video's refine chunks, so no actor of a group idles."""
+    for refine the group size g (a video refines on g actors in ceil(m / g) rounds) that needs the
+    fewest actors in all, the larger group on a tie (a shorter wait for each video)."""
     require(math.isfinite(videos_per_hour) and videos_per_hour > 0, "videos_per_hour", videos_per_hour,
             "a positive number")
     steps = workload.steps_per_video()
@@ -144,13 +145,13 @@ def plan_pools(workload: Workload, speeds: Speeds, videos_per_hour: float) -> Po
         gpu_type[stage] = min(speeds.step_s[stage], key=lambda gpu: (cost(stage, gpu), gpu))
     size = {stage: max(1, math.ceil(videos_per_hour * per_video(stage, gpu_type[stage]) / HOUR)) for stage in stages}
     concurrency = 1
-    if workload.refine:
-        group = min(steps["refine_chunks"], size["refine"])
-        concurrency = max(1, size["refine"] // group)
+    if workload.refine:  # the fewest refine actors: groups of g actors, as many groups as the target needs
+        def groups(g: int) -> int:
+            return max(1, math.ceil(videos_per_hour * stage_seconds(workload, speeds, gpu_type, g)["refine"] / HOUR))
+
+        group = min(range(1, steps["refine_chunks"] + 1), key=lambda g: (groups(g) * g, -g))
+        concurrency = groups(group)
         size["refine"] = concurrency * group
-        while HOUR * concurrency / stage_seconds(workload, speeds, gpu_type, group)["refine"] < videos_per_hour:
-            concurrency += 1  # groups of whole chunks: round up to the target
-            size["refine"] = concurrency * group
     group = size["refine"] // concurrency if workload.refine else 1
     seconds = stage_seconds(workload, speeds, gpu_type, group)
     slots = {stage: (concurrency if stage == "refine" else size[stage]) for stage in stages}
