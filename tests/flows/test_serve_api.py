@@ -151,6 +151,22 @@ def test_a_request_is_made_by_the_engines_pools_with_refine_pipeline_parallel(cl
     assert {"Engine", "InitChunkWorker", "ExtendWorker"} <= set(alive) and alive.count("RefineWorker") == 2
 
 
+@pytest.mark.integration
+def test_a_batch_run_shares_the_engine_with_the_service(client, prefect_harness, tmp_path, alive_actors):
+    """While a Serve request runs, a generate-batch run on the same cluster submits to the same
+    engine (one Engine actor, one set of pools) and both videos are made."""
+    from flows.generate_batch import generate_batch
+
+    job = submit(client, "A tiger walking in a forest.", num_frames=64, **TINY)
+    wait_for(client, job["id"], lambda j: j["chunks_done"] >= 1)
+    summary = generate_batch(prompts=["A lighthouse in a storm."], output_uri=str(tmp_path / "batch"),
+                             num_frames=24, num_inference_steps=1, refine=False)
+    assert summary["counts"] == {"done": 1}
+    alive = alive_actors()
+    assert alive.count("Engine") == 1 and alive.count("InitChunkWorker") == 1 and alive.count("ExtendWorker") == 1
+    assert finish(client, job["id"])[0] == "done"
+
+
 def read_video_bytes(client: httpx.Client, url: str, tmp_path):
     response = client.get(url)
     assert response.status_code == 200
