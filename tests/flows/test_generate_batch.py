@@ -233,8 +233,11 @@ def test_a_sigkilled_batch_driver_then_a_rerun_loses_and_duplicates_nothing(pref
         from flows.generate_batch import generate_batch
         generate_batch(prompts={PROMPTS[:2]!r}, output_uri=sys.argv[1], ray_address="auto", **{params!r})
     """))
+    import ray
+
     env = {**os.environ, "PYTHONPATH": str(repo), "PREFECT_API_URL": PREFECT_API_URL.value(),
-           "STREAMINGT2V_LEASE_TTL_S": "6"}
+           "STREAMINGT2V_LEASE_TTL_S": "6",  # 'auto' is this test's cluster, not the newest on the machine
+           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     proc = subprocess.Popen([sys.executable, str(driver), str(out)], cwd=repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
