@@ -96,10 +96,11 @@ class RunStore:
             "latent_uri": uri, "shape": list(latents.shape), "dtype": str(latents.dtype).removeprefix("torch."),
             "sha256": chunk_table.digest(data), "seconds": seconds, "attempt": attempt})
 
-    def load_chunk(self, index: int) -> torch.Tensor | None:
+    def load_chunk(self, index: int, rows: dict[int, dict] | None = None) -> torch.Tensor | None:
         """The chunk's latents, if its file holds exactly the bytes its chunk-table row records;
-        else None, and the chunk is generated again."""
-        row = chunk_table.read_rows(self.out, self.video_id).get(index)
+        else None, and the chunk is generated again. ``rows``: the chunk table already read
+        (:meth:`chunk_rows`), so that resuming many chunks reads it once."""
+        row = (self.chunk_rows() if rows is None else rows).get(index)
         uri = self.chunk_uri(index)
         if row is None or not storage.exists(uri):
             return None
@@ -110,9 +111,13 @@ class RunStore:
             return None
         return storage.decode_tensors(data)["latents"]
 
+    def chunk_rows(self) -> dict[int, dict]:
+        """The video's chunk-table rows by chunk index."""
+        return chunk_table.read_rows(self.out, self.video_id)
+
     def finished_chunks(self) -> list[int]:
         """The chunks the chunk table records (load_chunk still checks each one's bytes)."""
-        return sorted(chunk_table.read_rows(self.out, self.video_id))
+        return sorted(self.chunk_rows())
 
     @property
     def models_uri(self) -> str:

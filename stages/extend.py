@@ -65,9 +65,12 @@ class StoredChunks:
     attempt: int | None = None
     resumed: list[int] = field(default_factory=list)
     last: float = field(default_factory=time.perf_counter)
+    rows: dict[int, dict] | None = None
 
     def load(self, chunk: Chunk) -> torch.Tensor | None:
-        latents = self.store.load_chunk(chunk.index)
+        if self.rows is None:  # the chunk table, read once for the whole resume
+            self.rows = self.store.chunk_rows()
+        latents = self.store.load_chunk(chunk.index, self.rows)
         if latents is not None:
             self.resumed.append(chunk.index)
         return latents
