@@ -62,10 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
         run_batch(engine, out, workload, range(1000, 1001))  # warm-up: the pools load their models
         _, alone = run_batch(engine, out, workload, range(2000, 2001))
         (snap,) = alone.values()
-        steps = workload.steps_per_video()
         stages = ("init", "extend", "refine") if args.refine else ("init", "extend")
-        work = {"init": steps["init"], "extend": steps["extend"],
-                "refine": steps["refine_chunks"] * steps["refine_chunk_steps"]}
+        work = workload.actor_steps()
         speeds = Speeds({s: {"cpu": snap["timings"][f"{s}_s"] / work[s]} for s in stages}
                         | ({} if args.refine else {"refine": {"cpu": 1.0}}))
         plan = plan_for(workload, speeds, {s: 1 for s in stages})

@@ -314,9 +314,7 @@ class BatchFollower:
                **{k: v for k, v in snap["timings"].items() if k in ("init_s", "extend_s", "refine_s", "total_s")}}
         if snap["started_at"] and (before is None or not before.get("started_at")):  # it ran in this run
             row["attempts"] = self.manifest.row(vid)["attempts"] + 1
-            store = RunStore(self.output_uri, vid)
-            row.update(chunk_latents_uri=storage.join(store.work, "extend"), low_res_uri=store.low_res_video,
-                       video_uri=store.final_video)
+            row.update(RunStore(self.output_uri, vid).manifest_artifacts())
         if snap["status"] == "done":
             row.update(error=None, models=self.models)
         elif snap["error"]:

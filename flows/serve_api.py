@@ -65,14 +65,14 @@ from ray.serve.handle import DeploymentHandle
 
 from flows.serve_http import RequestGuard, body_error, file_response, json_safe, validation_error
 from flows.serve_jobs import JobOwner
-from infra import storage
 from infra.cluster import ClusterConfig
 from infra.params import body_model
 from infra.jobs import chunk_video_uri
 from infra.run_store import RunStore
 from models.errors import ConfigError
 from models.request import MIN_FRAMES, NOT_PARAMETERS, GenerationRequest
-from stages.engine import EngineOptions, chunk_plan, connect_engine
+from models.presets import get_preset
+from stages.engine import EngineOptions, connect_engine
 from stages.sources import ModelSources
 from stages.workers import VideoJob
 
@@ -192,7 +192,7 @@ class Generator:
             if (why := stop_asked()) is not None:
                 return why
             snap = next_snapshot(snap)
-        if not ask("start", chunk_plan(request)):
+        if not ask("start", get_preset(request.preset).extend_plan(request.num_frames)):
             return "not started"
         reported = 0
         while True:
@@ -208,9 +208,7 @@ class Generator:
                 return why
             snap = next_snapshot(snap)
         if snap["status"] == "done":
-            store = RunStore(self.root, video_id)
-            artifacts = {"video_uri": store.final_video, "low_res_uri": store.low_res_video,
-                         "chunk_latents_uri": storage.join(store.work, "extend"), "models": self.fingerprint}
+            artifacts = {**RunStore(self.root, video_id).manifest_artifacts(), "models": self.fingerprint}
             ask("finish", "done", None, snap["timings"], artifacts)
         elif snap["status"] == "failed":
             LOG.error("job %s attempt %d failed: %s", video_id, attempt, snap["error"])

@@ -337,8 +337,7 @@ class JobBoard:
         this process): the geometry of its preset."""
         if row["chunks_done"] == 0:
             return None
-        preset = get_preset(row["preset"])
-        return ChunkPlan.for_extend(row["num_frames"], preset.video.frames_per_chunk, preset.cam.cond_frames)
+        return get_preset(row["preset"]).extend_plan(row["num_frames"])
 
     def _apply(self, vid: str, change: Callable[[], None]) -> None:
         """Make ``change`` to job ``vid``'s row and commit the manifest; if the write fails, the

@@ -57,6 +57,11 @@ class RunStore:
     def record(self) -> str:
         return storage.join(self.out, f"{self.video_id}.json")
 
+    def manifest_artifacts(self) -> dict[str, str]:
+        """The manifest's artifact columns for this video (infra.manifest.ARTIFACT_COLUMNS)."""
+        return {"chunk_latents_uri": storage.join(self.work, "extend"), "low_res_uri": self.low_res_video,
+                "video_uri": self.final_video}
+
     def chunk_preview(self, index: int) -> str:
         """The MP4 of the frames low-res chunk ``index`` appended to the video."""
         return storage.join(self.work, "chunks", f"{index:05d}.mp4")

@@ -15,6 +15,7 @@ from typing import Any
 
 from models.apm import APMConfig
 from models.cam import CAMConfig
+from models.chunk_plan import ChunkPlan
 from models.errors import ConfigError, require
 from models.schedule import VIDEO_LDM_SCHEDULE, NoiseSchedule
 
@@ -49,6 +50,10 @@ class ModelPreset:
     # Whether from_preset can build the tokenizer offline (the byte-level tiny tokenizer); real
     # presets load the released CLIP tokenizer with their weights.
     offline_tokenizer: bool = False
+
+    def extend_plan(self, num_frames: int) -> ChunkPlan:
+        """The chunks of a ``num_frames`` video at this preset's geometry (what extend plans)."""
+        return ChunkPlan.for_extend(num_frames, self.video.frames_per_chunk, self.cam.cond_frames)
 
 
 MODELSCOPE = ModelPreset(

@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from models.chunk_plan import ChunkPlan
 from models.errors import ConfigError, require
 from models.presets import REFINE_GEOMETRY, get_preset
-from models.refinement import RefineConfig, sdedit_timesteps
+from models.refinement import RefineConfig
 from models.request import GenerationRequest
-from stages.refine import refine_config_for
+from stages.refine import refine_layout
 from stages.scheduling import STAGE_ORDER, Scheduler
 
 HOUR = 3600.0
@@ -50,12 +49,18 @@ class Workload:
 
     def steps_per_video(self) -> dict[str, Any]:
         """Denoising steps of one video per stage, and the refine chunk count and steps per chunk."""
-        request, preset = self.request(), get_preset(self.preset)
-        chunks = len(ChunkPlan.for_extend(self.num_frames, preset.video.frames_per_chunk, preset.cam.cond_frames))
-        config = refine_config_for(RefineConfig(**REFINE_GEOMETRY[self.preset]), request)
-        sdedit = len(sdedit_timesteps(preset.schedule, config))
+        preset = get_preset(self.preset)
+        chunks = len(preset.extend_plan(self.num_frames))
+        refine_plan, sdedit = refine_layout(RefineConfig(**REFINE_GEOMETRY[self.preset]), preset.schedule,
+                                            self.request())
         return {"init": self.steps, "extend": (chunks - 1) * self.steps, "chunks": chunks,
-                "refine_chunks": len(config.plan(self.num_frames)), "refine_chunk_steps": sdedit}
+                "refine_chunks": len(refine_plan), "refine_chunk_steps": sdedit}
+
+    def actor_steps(self) -> dict[str, int]:
+        """Denoising steps one video costs each stage's actors in all (refine: every chunk's)."""
+        steps = self.steps_per_video()
+        return {"init": steps["init"], "extend": steps["extend"],
+                "refine": steps["refine_chunks"] * steps["refine_chunk_steps"]}
 
 
 @dataclass(frozen=True)
@@ -126,13 +131,11 @@ def plan_pools(workload: Workload, speeds: Speeds, videos_per_hour: float) -> Po
     fewest actors in all, the larger group on a tie (a shorter wait for each video)."""
     require(math.isfinite(videos_per_hour) and videos_per_hour > 0, "videos_per_hour", videos_per_hour,
             "a positive number")
-    steps = workload.steps_per_video()
+    work = workload.actor_steps()
     stages = STAGE_ORDER if workload.refine else STAGE_ORDER[:2]
 
     def per_video(stage: str, gpu: str) -> float:  # actor-seconds of one video
-        work = {"init": steps["init"], "extend": steps["extend"],
-                "refine": steps["refine_chunks"] * steps["refine_chunk_steps"]}[stage]
-        return work * speeds.step_s[stage][gpu] + speeds.overhead_s.get(stage, 0.0)
+        return work[stage] * speeds.step_s[stage][gpu] + speeds.overhead_s.get(stage, 0.0)
 
     def cost(stage: str, gpu: str) -> float:
         price = speeds.price_per_hour.get(gpu)
@@ -149,16 +152,14 @@ def plan_pools(workload: Workload, speeds: Speeds, videos_per_hour: float) -> Po
         def groups(g: int) -> int:
             return max(1, math.ceil(videos_per_hour * stage_seconds(workload, speeds, gpu_type, g)["refine"] / HOUR))
 
-        group = min(range(1, steps["refine_chunks"] + 1), key=lambda g: (groups(g) * g, -g))
+        group = min(range(1, workload.steps_per_video()["refine_chunks"] + 1), key=lambda g: (groups(g) * g, -g))
         concurrency = groups(group)
         size["refine"] = concurrency * group
-    group = size["refine"] // concurrency if workload.refine else 1
-    seconds = stage_seconds(workload, speeds, gpu_type, group)
-    slots = {stage: (concurrency if stage == "refine" else size[stage]) for stage in stages}
-    capacity = min(HOUR * slots[stage] / seconds[stage] for stage in stages)
-    priced = bool(speeds.price_per_hour)
-    cost_per_video = (sum(size[s] * speeds.price_per_hour[gpu_type[s]] for s in stages) / capacity) if priced else None
-    return PoolPlan(gpu_type, size, concurrency, seconds, capacity, cost_per_video)
+    plan = plan_for(workload, speeds, size, gpu_type, concurrency)
+    if not speeds.price_per_hour:
+        return plan
+    cost = sum(size[s] * speeds.price_per_hour[gpu_type[s]] for s in stages) / plan.videos_per_hour
+    return replace(plan, cost_per_video=cost)
 
 
 def plan_for(workload: Workload, speeds: Speeds, size: dict[str, int], gpu_type: dict[str, str] | None = None,

@@ -35,15 +35,13 @@ from typing import Any
 import ray
 
 from infra.cluster import ClusterConfig
-from models.chunk_plan import ChunkPlan
 from models.errors import ConfigError, require
 from models.presets import get_preset
-from models.refinement import sdedit_timesteps
 from stages.pools import Pools, error_message, first_stage, make_pool, refine_pipeline_parallel
-from stages.refine import refine_config_for
-from stages.scheduling import PRIORITIES, STAGE_ORDER, Scheduler, next_stage
+from stages.refine import refine_layout
+from stages.scheduling import PRIORITIES, STAGE_ORDER, Scheduler
 from stages.sources import ModelSources
-from stages.workers import Cancelled, ExtendWorker, InitChunkWorker, RefineWorker, VideoJob
+from stages.workers import Cancelled, RefineWorker, VideoJob
 
 ENGINE_NAME = "streamingt2v-engine"
 ENGINE_NAMESPACE = "streamingt2v"
@@ -83,7 +81,6 @@ class _Video:
     cancel: bool = False
     clients: set[str] = field(default_factory=set)  # submitters that want it; cancelled when none is left
     retried: dict[str, list[str]] = field(default_factory=dict)  # stage -> errors of its attempts tried again
-    runs: int = 0  # times it was (re)submitted after ending
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -108,12 +105,6 @@ class _Running:
     started: float = field(default_factory=time.perf_counter)
 
 
-def chunk_plan(request) -> ChunkPlan:
-    """The chunk plan of a request, from its preset's geometry (what the extend stage plans)."""
-    preset = get_preset(request.preset)
-    return ChunkPlan.for_extend(request.num_frames, preset.video.frames_per_chunk, preset.cam.cond_frames)
-
-
 class Engine:
     """The engine actor (a threaded actor: its scheduling loop runs in a thread of its own while
     submitters and workers call in)."""
@@ -130,8 +121,7 @@ class Engine:
         self.running: dict[ray.ObjectRef, _Running] = {}
         self.cv = threading.Condition()
         self.me = ray.get_runtime_context().current_actor if ray.is_initialized() else None
-        self.pools = Pools(make_pool(InitChunkWorker, cluster.init, sources),
-                           make_pool(ExtendWorker, cluster.extend, sources), [], cluster)
+        self.pools = Pools.create(sources, cluster, refine=False)  # refine: when a video first needs it
         self.free = {"init": deque(self.pools.init), "extend": deque(self.pools.extend), "refine": deque()}
         self.refine_schedule = None
         self.stopping = False
@@ -184,9 +174,8 @@ class Engine:
                     snapshots.append(self.videos[vid].snapshot())
                     continue
                 old = self.videos.pop(vid, None)
-                video = _Video(job, priority, version=old.version + 1 if old else 0, runs=old.runs + 1 if old else 0,
-                               clients={client})
-                video.chunks_total = len(chunk_plan(job.request))
+                video = _Video(job, priority, version=old.version + 1 if old else 0, clients={client})
+                video.chunks_total = len(get_preset(job.request.preset).extend_plan(job.request.num_frames))
                 video.stages = {s: "pending" for s in STAGE_ORDER if s != "refine" or job.request.refine}
                 self.videos[vid] = video
                 if isinstance(stage, Exception):
@@ -262,7 +251,7 @@ class Engine:
             video = self.videos.get(video_id)
             return video is None or video.cancel
 
-    def chunk_done(self, video_id: str, index: int, frames: list[int]) -> None:
+    def chunk_done(self, video_id: str, index: int) -> None:
         with self.cv:
             video = self.videos.get(video_id)
             if video is not None and index not in video.chunks and video.status == "running":
@@ -299,7 +288,7 @@ class Engine:
         while self.free["refine"] and (vid := self.policy.start("refine")) is not None:
             group = self.free["refine"].popleft()
             video = self.videos[vid]
-            plan, steps = self._refine_layout(video.job)
+            plan, steps = refine_layout(self.refine_config, self.refine_schedule, video.job.request)
             ref = refine_pipeline_parallel(video.job, plan, group, steps, engine=self.me)
             self.running[ref] = _Running("refine", vid, group)
             self._started(video, "refine")
@@ -313,10 +302,6 @@ class Engine:
         with self.cv:
             self.pools.refine, self.refine_schedule = actors, schedule
             self.free["refine"].extend(refine_groups(actors, self.options.refine_concurrency))
-
-    def _refine_layout(self, job: VideoJob) -> tuple[ChunkPlan, int]:
-        config = refine_config_for(self.refine_config, job.request)
-        return config.plan(job.request.num_frames), len(sdedit_timesteps(self.refine_schedule, config))
 
     def _started(self, video: _Video, stage: str) -> None:
         video.status, video.stage, video.stages[stage] = "running", stage, "running"

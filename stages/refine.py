@@ -15,7 +15,10 @@ import torch
 
 from infra.video_io import from_uint8, to_uint8
 from models.guidance import text_cfg
-from models.refinement import ChunkRefiner, RefineConfig, from_canvas, refine_sequential, to_canvas
+from models.chunk_plan import ChunkPlan
+from models.refinement import (ChunkRefiner, RefineConfig, from_canvas, refine_sequential, sdedit_timesteps,
+                               to_canvas)
+from models.schedule import NoiseSchedule
 from models.video_ldm import VideoLDM
 from models.request import GenerationRequest
 
@@ -24,6 +27,12 @@ def refine_config_for(config: RefineConfig, request: GenerationRequest) -> Refin
     """The refiner's geometry with the request's blending mode, step spacing and guidance."""
     return replace(config, blend=request.blend, num_inference_steps=request.refine_steps,
                    guidance=request.refine_guidance)
+
+
+def refine_layout(config: RefineConfig, schedule: NoiseSchedule, request: GenerationRequest) -> tuple[ChunkPlan, int]:
+    """A request's refine chunks and its SDEdit step count (from T' down) under ``schedule``."""
+    config = refine_config_for(config, request)
+    return config.plan(request.num_frames), len(sdedit_timesteps(schedule, config))
 
 
 class RefineStage:

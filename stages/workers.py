@@ -79,9 +79,9 @@ class EngineLink:
         if self.engine is not None and ray.get(self.engine.should_stop.remote(self.video_id)):
             raise Cancelled(self.video_id)
 
-    def chunk_done(self, index: int, frames: tuple[int, int]) -> None:
+    def chunk_done(self, index: int) -> None:
         if self.engine is not None:
-            self.engine.chunk_done.remote(self.video_id, index, list(frames))
+            self.engine.chunk_done.remote(self.video_id, index)
 
 
 def _preview(job: VideoJob, index: int, frames: torch.Tensor) -> None:
@@ -105,7 +105,7 @@ class InitChunkWorker:
             store.save_chunk(0, latents, (0, latents.shape[2]), time.perf_counter() - t0)
             if out is not None:
                 _preview(job, 0, out.frames)
-            link.chunk_done(0, (0, latents.shape[2]))
+            link.chunk_done(0)
         return {"init_s": time.perf_counter() - t0}
 
 
@@ -126,7 +126,7 @@ class ExtendWorker:
         def kept(chunk, frames: torch.Tensor) -> None:
             chunks.kept(chunk, frames)
             _preview(job, chunk.index, frames)
-            link.chunk_done(chunk.index, (chunk.keep_start, chunk.keep_stop))
+            link.chunk_done(chunk.index)
 
         low_res = generate_low_res(request, None, self.extend, load_chunk=chunks.load, on_chunk=chunks.save,
                                    on_step=lambda chunk: link.step, on_kept=kept)
