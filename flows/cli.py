@@ -54,8 +54,10 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert-official", help="convert the released streaming_t2v.ckpt into a StreamingT2V directory")
     c.add_argument("checkpoint")
-    c.add_argument("--base-model", required=True, help="diffusers ModelScope Video-LDM directory or hub id")
-    c.add_argument("--out", required=True)
+    c.add_argument("--base-model", help="diffusers ModelScope Video-LDM directory or hub id (required to convert)")
+    c.add_argument("--out", help="the StreamingT2V directory to write (required to convert)")
+    c.add_argument("--list-dropped", action="store_true", help="only list the checkpoint's keys that would not be "
+                   "converted (dropped, with the reason, or unrecognised) and exit")
     c.add_argument("--dtype", default="float16")
     c.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (only for trusted files)")
 
@@ -212,6 +214,14 @@ def _convert(args: argparse.Namespace) -> int:
 
     if not Path(args.checkpoint).is_file():
         raise ConfigError("checkpoint", args.checkpoint, "an existing streaming_t2v.ckpt file")
+    if args.list_dropped:
+        from models.convert_official import list_dropped
+
+        print("\n".join(list_dropped(args.checkpoint, trust_pickle=args.trust_pickle).lines()))
+        return 0
+    for option in ("base_model", "out"):
+        if getattr(args, option) is None:
+            raise ConfigError(option, None, "given to convert (or pass --list-dropped)")
     if args.dtype not in DTYPES:
         raise ConfigError("dtype", args.dtype, f"one of {sorted(DTYPES)}")
     _check_writable(args.out)

@@ -26,6 +26,11 @@ official key                                                           ours (ins
 ``vae.*``, ``text_encoder.*``                                          taken from the base Video-LDM (frozen in training)
 =====================================================================  ==============================================
 
+Every other key (another ``unet.*`` part, such as the zero convolutions of another ControlNet
+mode, or another prefix) is refused with its name, as is any reshape other than Linear <-> 1x1
+convolution (:mod:`models.key_mapping`); ``streamingt2v convert-official --list-dropped`` lists
+the keys a checkpoint would not convert.
+
 OpenCLIP visual tower -> transformers ``CLIPVisionModelWithProjection``: ``conv1`` ->
 ``embeddings.patch_embedding``, ``class_embedding`` -> ``embeddings.class_embedding``,
 ``positional_embedding`` -> ``embeddings.position_embedding.weight``, ``ln_pre`` -> ``pre_layrnorm``,
@@ -49,6 +54,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from models.errors import ConfigError
+from models.key_mapping import SHOWN_KEYS, KeyReport, fit_shapes
 from models.presets import ModelPreset, reference_variant
 from models.streaming_t2v import StreamingT2V
 from models.streaming_unet import StreamingT2VUNet
@@ -58,6 +64,7 @@ _CONTROL_PARTS = ("conv_in.", "time_embedding.", "transformer_in.", "down_blocks
 _MERGER_PARTS = {"norm": "norm", "proj_in": "proj_in", "proj_out": "proj_out", "attention.to_q": "to_q",
                  "attention.to_k": "to_k", "attention.to_v": "to_v", "attention.to_out.0": "to_out"}
 _DROPPED_IMAGE_KEYS = ("token_embedding", "positional_embedding", "ln_final", "text_projection", "logit_scale")
+_FROM_BASE = ("vae.", "text_encoder.")
 
 
 def _merger_key(rest: str, index: int) -> str:
@@ -144,38 +151,70 @@ def load_lightning_state_dict(path: str | Path, trust_pickle: bool = False) -> d
     return ckpt.get("state_dict", ckpt)
 
 
-def convert_state_dict(state: dict[str, torch.Tensor], unet: StreamingT2VUNet
+def classify_keys(state: dict[str, torch.Tensor], num_skips: int) -> KeyReport:
+    """Where each official key goes: our UNet or image-encoder key, dropped (with the reason) or
+    unrecognised."""
+    report = KeyReport()
+    for key in state:
+        if key.startswith("image_encoder.model.visual."):
+            report.mapped[key] = "image_encoder/" + key[len("image_encoder.model.visual."):]
+        elif key.startswith("image_encoder.model.") and key[len("image_encoder.model."):].split(".")[0] in _DROPPED_IMAGE_KEYS:
+            report.dropped[key] = "OpenCLIP text-tower leftover (APM uses the visual tower)"
+        elif key.startswith(_FROM_BASE):
+            report.dropped[key] = "taken from the base Video-LDM (frozen in training)"
+        elif (ours := map_unet_key(key, num_skips)) is not None:
+            report.mapped[key] = ours
+        else:
+            report.unrecognised.append(key)
+    return report
+
+
+def convert_state_dict(state: dict[str, torch.Tensor], unet: StreamingT2VUNet, checkpoint: str = "state dict"
                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(StreamingT2VUNet state dict, transformers CLIP vision state dict) from an official one."""
-    num_skips = len(unet.cam.mergers) - 1
+    """(StreamingT2VUNet state dict, transformers CLIP vision state dict) from an official one;
+    a ConfigError naming them for unrecognised keys or shapes."""
+    report = classify_keys(state, len(unet.cam.mergers) - 1)
+    report.require_complete(checkpoint, "the released StreamingT2V")
     unet_state: dict[str, torch.Tensor] = {}
     visual: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("image_encoder.model.visual."):
-            visual[key[len("image_encoder.model.visual."):]] = value
-        elif (ours := map_unet_key(key, num_skips)) is not None:
-            unet_state[ours] = value
-    # Linear and 1x1-conv projections are interchangeable; match the target's rank.
-    target = unet.state_dict()
-    for key, value in unet_state.items():
-        if key in target and value.shape != target[key].shape and value.numel() == target[key].numel():
-            unet_state[key] = value.reshape(target[key].shape)
-    return unet_state, openclip_visual_to_transformers(visual)
+    for key, ours in report.mapped.items():
+        if ours.startswith("image_encoder/"):
+            visual[ours[len("image_encoder/"):]] = state[key]
+        else:
+            unet_state[ours] = state[key]
+    try:
+        image_state = openclip_visual_to_transformers(visual)
+    except KeyError as exc:
+        raise ConfigError("checkpoint", checkpoint, f"a checkpoint of the released StreamingT2V whose every key is "
+                          f"known; unrecognised: image_encoder.model.{exc.args[0]}") from None
+    return fit_shapes(unet_state, unet.state_dict(), "StreamingT2V UNet"), image_state
+
+
+def list_dropped(checkpoint: str | Path, trust_pickle: bool = False) -> KeyReport:
+    """The key report of a released checkpoint, without building a model (which keys are dropped
+    or unrecognised does not depend on the number of skip connections)."""
+    state = load_lightning_state_dict(checkpoint, trust_pickle)
+    skips = {m.group(1) for k in state if (m := re.match(r"base_model\.cross_attention_merger_down_blocks\.(\d+)\.", k))}
+    return classify_keys(state, len(skips))
+
+
+def _reference_unet(base: VideoLDM, preset: ModelPreset) -> StreamingT2VUNet:
+    layout = reference_variant(preset)
+    # Built for real (not on meta): non-persistent buffers such as CLIP's position ids must exist.
+    return StreamingT2VUNet(unet_config=dict(base.unet.config), cam_config=asdict(layout.cam),
+                            apm_config=asdict(layout.apm))
 
 
 def convert_official(checkpoint: str | Path, base: VideoLDM, preset: ModelPreset,
                      trust_pickle: bool = False, torch_dtype: torch.dtype | None = None) -> StreamingT2V:
     """Build a StreamingT2V from the released checkpoint and the base Video-LDM (for the VAE,
     text encoder and tokenizer, which were frozen in training)."""
-    layout = reference_variant(preset)
     state = load_lightning_state_dict(checkpoint, trust_pickle)
-    # Built for real (not on meta): non-persistent buffers such as CLIP's position ids must exist.
-    unet = StreamingT2VUNet(unet_config=dict(base.unet.config), cam_config=asdict(layout.cam),
-                            apm_config=asdict(layout.apm))
-    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**layout.image_encoder))
-    unet_state, image_state = convert_state_dict(state, unet)
+    unet = _reference_unet(base, preset)
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**reference_variant(preset).image_encoder))
+    unet_state, image_state = convert_state_dict(state, unet, str(checkpoint))
     _load_strict(unet, unet_state, "StreamingT2V UNet")
-    _load_strict(image_encoder, image_state, "image encoder")
+    _load_strict(image_encoder, fit_shapes(image_state, image_encoder.state_dict(), "image encoder"), "image encoder")
     if torch_dtype is not None:
         unet.to(torch_dtype)
         image_encoder.to(torch_dtype)
@@ -187,6 +226,8 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
     expected = set(module.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
+        shown = "; ".join(f"{kind} ({len(keys)}): {', '.join(keys[:SHOWN_KEYS])}"
+                          for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
         raise ConfigError(f"checkpoint ({what})", {"missing": missing[:5], "unexpected": unexpected[:5]},
-                          "the key structure of the released StreamingT2V checkpoint")
+                          f"the key structure of the released StreamingT2V checkpoint; {shown}")
     module.load_state_dict(state, strict=True)

@@ -114,3 +114,55 @@ def test_converter_rejects_a_checkpoint_with_other_keys(released, tmp_path):
     base = VideoLDM(released.unet.unet, released.vae, released.text_encoder, released.tokenizer, released.video)
     with pytest.raises(ConfigError, match=r"checkpoint \(StreamingT2V UNet\)=.*missing.*cam\.mergers\.0"):
         convert_official(tmp_path / "bad.ckpt", copy.deepcopy(base), TINY)
+
+
+def _base(released):
+    return copy.deepcopy(VideoLDM(released.unet.unet, released.vae, released.text_encoder, released.tokenizer,
+                                  released.video))
+
+
+@pytest.mark.parametrize("extra", ["unet.controlnet_down_blocks.0.weight", "ema.decay"])
+def test_converter_refuses_an_unrecognised_key_by_name(released, tmp_path, extra):
+    state = _lightning_checkpoint(released, tmp_path / "x.ckpt")
+    state[extra] = torch.zeros(4, 4)
+    torch.save({"state_dict": state}, tmp_path / "x.ckpt")
+    with pytest.raises(ConfigError, match=rf"1 unrecognised: {re.escape(extra)}"):
+        convert_official(tmp_path / "x.ckpt", _base(released), TINY)
+
+
+def test_converter_reshapes_only_the_linear_conv_layout(released, tmp_path):
+    state = _lightning_checkpoint(released, tmp_path / "x.ckpt")
+    key = next(k for k in state if k.endswith("cross_attention_merger_mid_block.temporal_transformer.proj_in.weight"))
+    weight = state[key]
+    assert weight.ndim == 2 and weight.shape[0] == weight.shape[1]
+    state[key] = weight[:, :, None, None].clone()  # the same matrix as a 1x1 convolution: converted
+    torch.save({"state_dict": state}, tmp_path / "conv.ckpt")
+    converted = convert_official(tmp_path / "conv.ckpt", _base(released), TINY)
+    assert torch.equal(converted.unet.cam.mergers[-1].proj_in.weight, weight)
+
+    state[key] = weight.reshape(weight.shape[0] // 2, weight.shape[1] * 2).clone()  # same size, other tensor
+    torch.save({"state_dict": state}, tmp_path / "bad.ckpt")
+    with pytest.raises(ConfigError, match=r"1 differ: cam\.mergers\.\d+\.proj_in\.weight"):
+        convert_official(tmp_path / "bad.ckpt", _base(released), TINY)
+
+
+def test_list_dropped_names_every_key_left_out(released, tmp_path, capsys):
+    from flows.cli import main
+    from models.convert_official import list_dropped
+
+    state = _lightning_checkpoint(released, tmp_path / "x.ckpt")
+    state["unet.controlnet_mid_block.weight"] = torch.zeros(2)
+    torch.save({"state_dict": state}, tmp_path / "x.ckpt")
+    report = list_dropped(tmp_path / "x.ckpt")
+    assert report.unrecognised == ["unet.controlnet_mid_block.weight"]
+    assert set(report.dropped) == {k for k in state if k.startswith(("vae.", "image_encoder.model.logit_scale",
+                                                                     "image_encoder.model.token_embedding"))}
+    assert len(report.mapped) == len(state) - len(report.dropped) - 1
+
+    assert main(["convert-official", str(tmp_path / "x.ckpt"), "--list-dropped"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "unrecognised\tunet.controlnet_mid_block.weight" in lines
+    assert any(line.startswith("dropped\tvae.") and "base Video-LDM" in line for line in lines)
+    assert lines[-1].endswith("1 unrecognised")
+    assert main(["convert-official", str(tmp_path / "x.ckpt")]) == 2
+    assert "base_model=None: must be given to convert" in capsys.readouterr().err
