@@ -54,7 +54,7 @@ def lease_ttl_s() -> float:
 
     return float(os.environ.get(LEASE_TTL_ENV, 120))
 
-BATCH_EXCLUDED = ("prompt", *NOT_PARAMETERS)  # prompts come from the batch's rows
+BATCH_EXCLUDED = ("prompt", "prompt_schedule", *NOT_PARAMETERS)  # prompts come from the batch's rows
 
 
 @task(retries=3, retry_delay_seconds=2)

@@ -4,7 +4,9 @@ parameter must not make the workers fetch arbitrary URLs). Errors name the recor
 echo a file's contents.
 
 Every source becomes the same list of dicts with the key ``prompt`` and, where given,
-``negative_prompt``, ``seed`` and ``num_frames`` (absent keys take the request defaults). Records
+``prompt_schedule``, ``negative_prompt``, ``seed`` and ``num_frames`` (absent keys take the
+request defaults). A prompt schedule is its text form or a list of [frame, prompt] pairs or of
+{frame, prompt} records (a JSON list in JSONL, a list column in Parquet). Records
 are numbered from 0 in the order they appear, and errors name them that way:
 ``prompts[3].prompt=' ': must be a non-empty string``.
 """
@@ -24,7 +26,7 @@ import pyarrow.parquet as pq
 from infra import storage
 from models.errors import ConfigError, require
 
-PROMPT_KEYS = ("prompt", "negative_prompt", "seed", "num_frames")
+PROMPT_KEYS = ("prompt", "prompt_schedule", "negative_prompt", "seed", "num_frames")
 INT_KEYS = ("seed", "num_frames")
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -148,6 +150,8 @@ def _normalise(index: int, record: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if key in INT_KEYS:
             out[key] = _as_int(f"{name}.{key}", value)
+        elif key == "prompt_schedule" and isinstance(value, (list, tuple)):
+            out[key] = json.dumps(list(value))  # a request reads the JSON form
         else:
             require(isinstance(value, str), f"{name}.{key}", value, "a string")
             out[key] = value

@@ -57,6 +57,7 @@ class RefineConfig:
     blend: BlendMode = "randomized"
     num_inference_steps: int = 50  # DDIM spacing over the 1000 steps; T' = 600 then takes 30 steps
     guidance: float = 7.5
+    guidance_rescale: float = 0.0  # phi of guidance rescale (models.guidance.text_cfg); MS-Vid2Vid-XL: 0.2
 
     def __post_init__(self) -> None:
         require(self.blend in BLEND_MODES, "blend", self.blend, f"one of {list(BLEND_MODES)}")
@@ -67,6 +68,8 @@ class RefineConfig:
         require(1 <= self.noise_level <= 1000, "noise_level", self.noise_level, "an integer in [1, 1000]")
         require(math.isfinite(self.guidance) and self.guidance >= 0, "guidance", self.guidance,
                 "a finite number >= 0")
+        require(math.isfinite(self.guidance_rescale) and 0 <= self.guidance_rescale <= 1, "guidance_rescale",
+                self.guidance_rescale, "a number in [0, 1]")
         require(self.num_inference_steps >= 1, "num_inference_steps", self.num_inference_steps, "an integer >= 1")
         ChunkPlan.for_refine(self.chunk_frames, self.chunk_frames, self.overlap)  # validates chunk/overlap
 
@@ -189,7 +192,8 @@ class ChunkRefiner:
         return torch.cat(parts, dim=2)
 
 
-NoiseFn = Callable[[torch.Tensor, int], torch.Tensor]
+#: (chunk latent x_t, timestep t, chunk index) -> the guided noise prediction for that chunk.
+NoiseFn = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
 def refine_sequential(refiner: ChunkRefiner, clean: torch.Tensor, noise_fn: NoiseFn,
@@ -197,7 +201,7 @@ def refine_sequential(refiner: ChunkRefiner, clean: torch.Tensor, noise_fn: Nois
     """The paper's order: at every step denoise chunk 1..m, then blend every overlap."""
     latents = [refiner.initial(c, clean[:, :, c.start:c.stop]) for c in refiner.chunks]
     for s, t in enumerate(refiner.timesteps):
-        stepped = [refiner.step(c, s, latents[c.index], noise_fn(latents[c.index], t)) for c in refiner.chunks]
+        stepped = [refiner.step(c, s, latents[c.index], noise_fn(latents[c.index], t, c.index)) for c in refiner.chunks]
         latents = [refiner.blended(c.index, s, stepped.__getitem__) for c in refiner.chunks]
         if on_step is not None:
             on_step(s + 1, len(refiner.timesteps))

@@ -11,6 +11,7 @@ from models.errors import ConfigError, require
 from models.guidance import GuidanceWeights
 from models.params import check, leaves, param
 from models.presets import PRESETS
+from models.prompt_schedule import PromptSchedule
 from models.refinement import BlendMode
 from models.seeding import MAX_SEED
 
@@ -53,6 +54,10 @@ class GenerationRequest:
     Serve body and the manifest's columns are derived from these fields."""
 
     prompt: str = param(help="what the video shows", non_empty=True)
+    prompt_schedule: str = param("", beyond_paper=True,
+                                 help="prompts that take over from given frames, 'FRAME:PROMPT;FRAME:PROMPT' or a "
+                                      "JSON list of [frame, prompt]; each chunk follows the prompt in force at its "
+                                      "first new frame (models.prompt_schedule)")
     num_frames: int = param(80, help="frames of the final video", ge=MIN_FRAMES, le=MAX_FRAMES,
                             note="(pass --force for longer videos)")
     seed: int = param(0, help="seed of every noise draw", ge=0, le=MAX_SEED)
@@ -92,8 +97,17 @@ class GenerationRequest:
         require(isinstance(self.num_frames, int) and not isinstance(self.num_frames, bool)
                 and self.num_frames >= MIN_FRAMES and (self.force or self.num_frames <= MAX_FRAMES),
                 "num_frames", self.num_frames, limit)
+        schedule = PromptSchedule.of(self.prompt, self.prompt_schedule)
+        require(schedule.last_change < self.num_frames, "prompt_schedule", schedule.changes,
+                f"frames below num_frames={self.num_frames}")
+        object.__setattr__(self, "prompt", schedule.prompt)
+        object.__setattr__(self, "prompt_schedule", schedule.changes)  # canonical: one id per schedule
         check(self, skip=("num_frames",))  # before GuidanceWeights: errors name the request's fields
         GuidanceWeights(self.guidance_text, self.guidance_anchor)
+
+    @property
+    def schedule(self) -> PromptSchedule:
+        return PromptSchedule.of(self.prompt, self.prompt_schedule)
 
     @property
     def guidance(self) -> GuidanceWeights:
@@ -121,8 +135,10 @@ class GenerationRequest:
         from models.tokenizer import prompt_token_count
 
         limit = min(tokenizer.model_max_length, 77)
-        for name in ("prompt", "negative_prompt"):
-            count = prompt_token_count(tokenizer, getattr(self, name))
+        texts = [("prompt", self.prompt), ("negative_prompt", self.negative_prompt)]
+        texts += [(f"prompt_schedule[{frame}]", prompt) for frame, prompt in self.schedule.entries[1:]]
+        for name, text in texts:
+            count = prompt_token_count(tokenizer, text)
             if count > limit and not truncate:
                 raise ConfigError(name, f"{count} tokens", f"at most {limit} CLIP tokens including start/end "
                                   "(shorten it, or pass --truncate-prompt to keep the first 77)")

@@ -36,14 +36,15 @@ class AutoregressiveExtendStage:
 
     def next_chunk(self, request: GenerationRequest, chunk: Chunk, anchor: torch.Tensor, previous: ChunkOutput,
                    on_step: StepCallback | None = None) -> ChunkOutput:
-        """anchor: (1, 3, H, W); previous: the previous chunk (its latents and frames (1, 3, F, H, W))."""
+        """anchor: (1, 3, H, W); previous: the previous chunk (its latents and frames (1, 3, F, H, W)).
+        The chunk follows the prompt in force at its first new frame (models.prompt_schedule)."""
         k = self.model.cond_frames
         replacement = None
         if request.condition_replacement:  # its own noise stream: the chunk's other draws stay the same
             replacement = ConditionReplacement(previous.latents[:, :, -k:],
                                                [stream(request.seed, "extend-replacement", chunk.index)])
         latents = self.model.sample_chunk(
-            [request.prompt], anchor if request.apm else None, previous.frames[:, :, -k:],
+            [request.schedule.for_chunk(chunk)], anchor if request.apm else None, previous.frames[:, :, -k:],
             [stream(request.seed, "extend", chunk.index)], request.guidance, [request.negative_prompt],
             request.num_inference_steps, on_step, replacement)
         return ChunkOutput(latents, self.model.decode(latents))

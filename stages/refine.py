@@ -56,8 +56,11 @@ class RefineStage:
         config = self.config_for(request)
         refiner = ChunkRefiner(clean_shape[2], (clean_shape[1], clean_shape[3], clean_shape[4]),
                                self.model.schedule, config, request.seed)
-        text = self.model.encode_prompt([request.negative_prompt, request.prompt])
-        return RefineSession(refiner, self.model, text, request.refine_guidance)
+        # Each chunk follows the prompt in force at its first new frame (models.prompt_schedule).
+        schedule = request.schedule
+        encoded = {p: self.model.encode_prompt([request.negative_prompt, p]) for p in schedule.prompts()}
+        texts = [encoded[schedule.for_chunk(chunk)] for chunk in refiner.chunks]
+        return RefineSession(refiner, self.model, texts, request.refine_guidance)
 
     def decode(self, request: GenerationRequest, latents: torch.Tensor) -> np.ndarray:
         """Long refined latent -> (N, H, W, 3) uint8 frames with the padding cropped off."""
@@ -73,25 +76,27 @@ class RefineStage:
 
 
 class RefineSession:
-    """One video's refinement state that every chunk step needs: the chunk maths and the text."""
+    """One video's refinement state that every chunk step needs: the chunk maths and each chunk's
+    text tokens (negative prompt, prompt)."""
 
-    def __init__(self, refiner: ChunkRefiner, model: VideoLDM, text: torch.Tensor, guidance: float) -> None:
+    def __init__(self, refiner: ChunkRefiner, model: VideoLDM, texts: list[torch.Tensor], guidance: float) -> None:
         self.refiner = refiner
         self.model = model
-        self.text = text
+        self.texts = texts
         self.guidance = guidance
 
     @torch.no_grad()
-    def noise(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """Text classifier-free guidance of the refiner, one chunk at a time; at weight 1 the
-        guided noise is the text branch's, which alone is evaluated (half the UNet work)."""
+    def noise(self, x: torch.Tensor, t: int, index: int) -> torch.Tensor:
+        """Text classifier-free guidance of the refiner on chunk ``index``; at weight 1 the guided
+        noise is the text branch's, which alone is evaluated (half the UNet work)."""
+        text = self.texts[index]
         if self.guidance == 1.0:
-            return self.model.unet(x, t, self.text[1:]).sample
-        eps_null, eps_text = self.model.unet(torch.cat([x, x]), t, self.text).sample.chunk(2)
+            return self.model.unet(x, t, text[1:]).sample
+        eps_null, eps_text = self.model.unet(torch.cat([x, x]), t, text).sample.chunk(2)
         return text_cfg(eps_null, eps_text, self.guidance)
 
     @torch.no_grad()
     def step(self, index: int, step: int, x: torch.Tensor) -> torch.Tensor:
         """Chunk ``index`` from its step-``step`` input to its latent after that step (pre-blend)."""
         chunk = self.refiner.chunks[index]
-        return self.refiner.step(chunk, step, x, self.noise(x, self.refiner.timesteps[step]))
+        return self.refiner.step(chunk, step, x, self.noise(x, self.refiner.timesteps[step], index))

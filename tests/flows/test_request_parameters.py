@@ -30,7 +30,8 @@ def test_the_cli_has_a_flag_per_parameter_with_its_default():
             assert action.default == leaf.default, leaf.name
 
 
-@pytest.mark.parametrize("flow,excluded", [(generate_batch, {"prompt"}), (nightly_benchmark, {"prompt"})])
+@pytest.mark.parametrize("flow,excluded", [(generate_batch, {"prompt", "prompt_schedule"}),
+                                            (nightly_benchmark, {"prompt", "prompt_schedule"})])
 def test_the_flows_take_every_parameter(flow, excluded):
     properties = flow.parameters.properties
     for leaf in PARAMETERS:

@@ -46,18 +46,19 @@ def test_overlong_prompts_are_refused_unless_truncation_is_asked_for():
 
 
 def test_a_parameter_added_later_leaves_earlier_ids_alone():
-    """condition_replacement came after ids were handed out: off (the paper's setting, its value
-    before it existed), it is not part of the id, so a manifest written before it still resumes
-    under the same ids."""
+    """condition_replacement and prompt_schedule came after ids were handed out: at their defaults
+    (the values before they existed), they are not part of the id, so a manifest written before
+    them still resumes under the same ids."""
     import hashlib
     import json
 
     request = GenerationRequest("a camel", seed=3, **PAPER_SETTINGS)
     params = request.params()
-    del params["condition_replacement"]
+    del params["condition_replacement"], params["prompt_schedule"]
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert request.video_id == digest
     assert GenerationRequest("a camel", seed=3, **{**PAPER_SETTINGS, "condition_replacement": True}).video_id != digest
+    assert GenerationRequest("a camel", seed=3, prompt_schedule="40:a dog", **PAPER_SETTINGS).video_id != digest
     assert set(FIRST_ID_PARAMETERS) < {"prompt", *PARAM_DEFAULTS}  # a new field is id-optional without an edit
 
 

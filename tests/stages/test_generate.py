@@ -122,6 +122,25 @@ def test_condition_replacement_changes_the_extension_only_and_resumes_bit_for_bi
     assert torch.equal(resumed, on)
 
 
+def test_a_prompt_schedule_changes_the_video_from_its_frame_on(tiny_stages):
+    """The chunks before a scheduled change are those of the unscheduled video, bit for bit; from
+    the first chunk whose new frames start at or after it, the video shows the new prompt (the
+    shipped toy model draws the captioned colour)."""
+    from infra.video_io import to_uint8
+    from toyworld.tracking import object_motion
+
+    red, blue = "a red circle moving left on a striped background", "a blue square moving right on a striped background"
+    kwargs = dict(prompt=red, num_frames=40, seed=0, num_inference_steps=10)
+    plain = generate_low_res(GenerationRequest(**kwargs), tiny_stages.init, tiny_stages.extend)
+    changed = generate_low_res(GenerationRequest(**kwargs, prompt_schedule=f"24:{blue}"), tiny_stages.init,
+                               tiny_stages.extend)
+    assert torch.equal(plain[:, :, :24], changed[:, :, :24]) and not torch.equal(plain[:, :, 24:], changed[:, :, 24:])
+    frames = to_uint8(changed)
+    assert object_motion(frames[:24], red, 10).presence >= 0.75
+    assert object_motion(frames[32:], blue, 10).presence >= 0.75
+    assert object_motion(frames[32:], red, 10).presence == 0.0
+
+
 def test_a_corrupt_chunk_is_generated_again_and_the_video_is_unchanged(tiny_stages, tmp_path):
     """Resume checks each latent against the chunk table: a chunk whose file was damaged is made
     again (bit-identically, its noise is seeded) and the video equals the uninterrupted one."""

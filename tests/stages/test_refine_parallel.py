@@ -37,12 +37,13 @@ def sequential_refiner():
     return RefineStage(sources.load_refiner(), sources.refine_config())
 
 
-@pytest.mark.parametrize("num_frames,seed,blend", [(25, 0, "randomized"), (57, 2, "randomized"),
-                                                   (41, 3, "shared-noise")])
+@pytest.mark.parametrize("num_frames,seed,blend,schedule", [
+    (25, 0, "randomized", ""), (57, 2, "randomized", ""), (41, 3, "shared-noise", ""),
+    (57, 4, "randomized", "20:A flock of doves over a lake.")])  # each refine chunk with its own prompt
 def test_pipeline_parallel_refine_is_bit_identical_to_sequential(refine_workers, sequential_refiner, tmp_path,
-                                                                 num_frames, seed, blend):
+                                                                 num_frames, seed, blend, schedule):
     request = GenerationRequest("Camera following a pack of crows flying in the sky.", num_frames=num_frames,
-                                seed=seed, blend=blend, **FAST)
+                                seed=seed, blend=blend, prompt_schedule=schedule, **FAST)
     job = VideoJob(request.params(), str(tmp_path))
     low_res = np.random.default_rng(seed).integers(0, 256, (num_frames, 64, 64, 3), dtype=np.uint8)
     job.store.save_low_res(low_res)
