@@ -1,4 +1,5 @@
-"""Classifier-free guidance for the init chunk and multi-conditioned guidance (paper Eq. 13)."""
+"""Classifier-free guidance for the init chunk and multi-conditioned guidance (paper Eq. 13), and
+guidance rescale for the refiner (Lin et al. 2023, as MS-Vid2Vid-XL samples)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,19 @@ class GuidanceWeights:
         return self.text == self.anchor
 
 
-def text_cfg(eps_null: torch.Tensor, eps_text: torch.Tensor, w_text: float) -> torch.Tensor:
-    """Classifier-free guidance on text alone (init chunk, no anchor yet)."""
-    return eps_null + w_text * (eps_text - eps_null)
+def text_cfg(eps_null: torch.Tensor, eps_text: torch.Tensor, w_text: float, rescale: float = 0.0) -> torch.Tensor:
+    """Classifier-free guidance on text alone (init chunk, no anchor yet; refinement).
+
+    ``rescale`` = phi > 0 applies guidance rescale (Lin et al. 2023) as MS-Vid2Vid-XL's sampler
+    does, on the model's own output (v for a v-prediction model) and per video of the batch:
+    out = guided * (phi * std(text) / (std(guided) + 1e-12) + 1 - phi), std over all of a
+    video's elements (unbiased, as ``torch.std``)."""
+    guided = eps_null + w_text * (eps_text - eps_null)
+    if rescale == 0.0:
+        return guided
+    shape = (-1,) + (1,) * (guided.ndim - 1)
+    ratio = (eps_text.flatten(1).std(dim=1) / (guided.flatten(1).std(dim=1) + 1e-12)).view(shape)
+    return guided * (rescale * ratio + (1 - rescale))
 
 
 def multi_conditioned_cfg(eps_null: torch.Tensor, eps_text: torch.Tensor, eps_text_anchor: torch.Tensor,

@@ -8,15 +8,20 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from models.errors import require
 from models.guidance import text_cfg
 from models.latent_video import LatentVideoModel, StepCallback, load_geometry, warn_if_schedule_differs
 from models.presets import ModelPreset, VideoConfig, get_preset
 from models.schedule import VIDEO_LDM_SCHEDULE, NoiseSchedule
 from models.tokenizer import tiny_clip_tokenizer
+from models.vid2vid_unet import Vid2VidUNet, latent_size_fits
+
+UNET_CLASSES = {cls.__name__: cls for cls in (UNet3DConditionModel, Vid2VidUNet)}
 
 
 def unet_factor(unet: UNet3DConditionModel) -> int:
-    return 2 ** unet.num_upsamplers
+    """The factor the latent's sides must be a multiple of (MS-Vid2Vid-XL's UNet has its own rule)."""
+    return 1 if isinstance(unet, Vid2VidUNet) else 2 ** unet.num_upsamplers
 
 
 class VideoLDM(LatentVideoModel):
@@ -26,6 +31,10 @@ class VideoLDM(LatentVideoModel):
                  tokenizer: CLIPTokenizer | None, video: VideoConfig,
                  schedule: NoiseSchedule = VIDEO_LDM_SCHEDULE) -> None:
         super().__init__(vae, text_encoder, tokenizer, video, schedule, latent_factor=unet_factor(unet))
+        if isinstance(unet, Vid2VidUNet):
+            size = (video.height // self.vae_scale, video.width // self.vae_scale)
+            require(latent_size_fits(*size, unet.num_upsamplers), "video", (video.height, video.width),
+                    f"a size whose latent is even at each of the UNet's {unet.num_upsamplers} downsampling levels")
         self.unet = unet
 
     @torch.no_grad()
@@ -72,7 +81,9 @@ class VideoLDM(LatentVideoModel):
             schedule = NoiseSchedule.from_scheduler_config(DDIMScheduler.load_config(path, subfolder="scheduler"))
         video, schedule = load_geometry(path, video or VideoConfig(), schedule)
         kw = dict(torch_dtype=torch_dtype, variant=variant)
-        unet = UNet3DConditionModel.from_pretrained(path, subfolder="unet", **kw)
+        unet_class = UNET_CLASSES.get(UNet3DConditionModel.load_config(path, subfolder="unet").get("_class_name"),
+                                      UNet3DConditionModel)
+        unet = unet_class.from_pretrained(path, subfolder="unet", **kw)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kw)
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=torch_dtype)
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")

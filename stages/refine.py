@@ -93,7 +93,7 @@ class RefineSession:
         if self.guidance == 1.0:
             return self.model.unet(x, t, text[1:]).sample
         eps_null, eps_text = self.model.unet(torch.cat([x, x]), t, text).sample.chunk(2)
-        return text_cfg(eps_null, eps_text, self.guidance)
+        return text_cfg(eps_null, eps_text, self.guidance, self.refiner.config.guidance_rescale)
 
     @torch.no_grad()
     def step(self, index: int, step: int, x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from models.presets import REFINE_GEOMETRY, REFINER_PRESETS, get_preset
 from models.tokenizer import tiny_clip_tokenizer
 from models.refinement import RefineConfig
 from models.streaming_t2v import StreamingT2V
+from models.vid2vid_xl import is_vid2vid_xl_folder, load_vid2vid_xl, refine_defaults
 from models.video_ldm import VideoLDM
 
 WEIGHTS: tuple[str, ...] = ("trained", "random")
@@ -33,7 +34,9 @@ class ModelSources:
     (for 'tiny' the shipped toy-world model). Any of the paths overrides one model. The
     'modelscope' preset needs its models on disk or in the local hub cache: base_model (diffusers
     Video-LDM), streaming_model (our StreamingT2V directory, e.g. from ``streamingt2v
-    convert-official``) and refiner (a diffusers UNet3D video model used for SDEdit)."""
+    convert-official``) and refiner (a diffusers UNet3D video model used for SDEdit, the ModelScope
+    folder of MS-Vid2Vid-XL, converted in memory, or the directory ``convert_vid2vid_xl`` made
+    of it)."""
 
     preset: str = "tiny"
     base_model: str | None = None
@@ -63,7 +66,11 @@ class ModelSources:
         return DTYPES[self.dtype]
 
     def refine_config(self, **overrides) -> RefineConfig:
-        return RefineConfig(**{**REFINE_GEOMETRY[self.preset], **overrides})
+        """The preset's refine geometry, then what the refiner prescribes (MS-Vid2Vid-XL: guidance
+        rescale 0.2), then ``overrides``."""
+        location = self.location("refiner")
+        prescribed = refine_defaults(location) if location is not None and Path(location).is_dir() else {}
+        return RefineConfig(**{**REFINE_GEOMETRY[self.preset], **prescribed, **overrides})
 
     def _random(self, model):
         """A random-weight model on this device and dtype. Real presets ship their tokenizer with
@@ -116,9 +123,11 @@ class ModelSources:
     def load_refiner(self) -> VideoLDM:
         if (location := self.location("refiner")) is None:
             if self.preset != "tiny" and self.weights == "trained":
-                raise ConfigError("refiner", None, "a diffusers video model directory or hub id for refinement "
-                                  "(or --no-refine)")
+                raise ConfigError("refiner", None, "a diffusers video model directory or hub id, or an "
+                                  "MS-Vid2Vid-XL folder, for refinement (or --no-refine)")
             return self._random(VideoLDM.from_preset(REFINER_PRESETS[self.preset], seed=self.weights_seed + 1))
+        if is_vid2vid_xl_folder(location):
+            return _load("refiner", location, lambda p: load_vid2vid_xl(p, self.torch_dtype, self.device))
         # A refiner is sampled with the schedule it was trained with: its own scheduler config.
         return _load("refiner", location, lambda p: VideoLDM.from_pretrained(
             p, torch_dtype=self.torch_dtype, device=self.device, schedule=None))
