@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     models = g.add_argument_group("models and device")
     models.add_argument("--base-model", help="diffusers Video-LDM directory or hub id (init chunk)")
     models.add_argument("--streaming-model", help="StreamingT2V directory (autoregressive-extend)")
-    models.add_argument("--refiner", help="diffusers video model directory or hub id (refine)")
+    models.add_argument("--refiner", help="refine's model: a diffusers video model directory or hub id, or an "
+                        "MS-Vid2Vid-XL folder (ModelScope format) or the directory convert-vid2vid-xl made of it")
     models.add_argument("--weights", default=None,
                         help="trained (tiny: the toy-world model in toyworld/weights; real presets: the model "
                              "paths) | random (fixed random weights); default: the preset's")
@@ -60,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
                    "converted (dropped, with the reason, or unrecognised) and exit")
     c.add_argument("--dtype", default="float16")
     c.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (only for trusted files)")
+
+    v = sub.add_parser("convert-vid2vid-xl", help="convert the released MS-Vid2Vid-XL folder (ModelScope "
+                       "damo/Video-to-Video) into a refiner directory that loads without converting")
+    v.add_argument("folder")
+    v.add_argument("--out", help="the refiner directory to write (required to convert)")
+    v.add_argument("--list-dropped", action="store_true", help="only list the keys that would not be converted "
+                   "and exit")
+    v.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (only for trusted files)")
 
     from flows import plan
 
@@ -99,8 +108,11 @@ def _generate(args: argparse.Namespace) -> int:
             raise ConfigError(option, value, "an existing model directory")
     _check_writable(args.out)
 
+    from infra.init_media import stage_request
     from infra.run_store import RunStore
     from stages.generate import Stages, generate_video
+
+    request = stage_request(request, args.out)  # a clip or image to start from: copied by content hash
 
     stages = Stages.load(sources, refine=request.refine)
     request.check_prompt_length(stages.extend.model.tokenizer, truncate=args.truncate_prompt)
@@ -233,6 +245,22 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_vid2vid_xl(args: argparse.Namespace) -> int:
+    from models.vid2vid_xl import convert_vid2vid_xl, is_vid2vid_xl_folder, list_unmapped
+
+    if not is_vid2vid_xl_folder(args.folder):
+        raise ConfigError("folder", args.folder, "a ModelScope MS-Vid2Vid-XL folder (configuration.json of the "
+                          "video-to-video task and its checkpoint files)")
+    if args.list_dropped:
+        print("\n".join(list_unmapped(args.folder, trust_pickle=args.trust_pickle).lines()))
+        return 0
+    if args.out is None:
+        raise ConfigError("out", None, "given to convert (or pass --list-dropped)")
+    _check_writable(args.out)
+    print(convert_vid2vid_xl(args.folder, args.out, trust_pickle=args.trust_pickle))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["evaluate"]:  # metrics have their own parser (evaluation/cli.py)
@@ -251,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from flows import plan
 
-        commands = {"generate": _generate, "preview": _preview, "convert-official": _convert, "plan": plan.run}
+        commands = {"generate": _generate, "preview": _preview, "convert-official": _convert,
+                    "convert-vid2vid-xl": _convert_vid2vid_xl, "plan": plan.run}
         return commands[args.command](args)
     except ConfigError as exc:
         print(f"streamingt2v: error: {exc}", file=sys.stderr)

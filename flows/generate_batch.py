@@ -114,12 +114,16 @@ def _video_exists(row: dict) -> bool:
     return bool(row.get("video_uri")) and storage.exists(row["video_uri"])
 
 
-def build_requests(rows: list[dict], defaults: dict) -> list[GenerationRequest]:
-    """One validated request per prompt row; row values override the batch defaults."""
+def build_requests(rows: list[dict], defaults: dict, output_uri: str | None = None) -> list[GenerationRequest]:
+    """One validated request per prompt row; row values override the batch defaults. With
+    ``output_uri``, a row's init video or image is staged there (infra.init_media)."""
+    from infra.init_media import stage_request
+
     requests = []
     for i, row in enumerate(rows):
         try:
-            requests.append(GenerationRequest(**{**defaults, **row}))
+            request = GenerationRequest(**{**defaults, **row})
+            requests.append(stage_request(request, output_uri) if output_uri is not None else request)
         except ConfigError as exc:
             raise ConfigError(f"prompts[{i}].{exc.field}", exc.value, exc.allowed) from None
     return requests
@@ -157,7 +161,7 @@ def generate_batch(
     sources = ModelSources(preset=defaults["preset"], base_model=base_model, streaming_model=streaming_model,
                            refiner=refiner, device=device, dtype=dtype)
     cluster = ClusterConfig.load(pools)
-    requests = build_requests(read_prompts(prompts), defaults)
+    requests = build_requests(read_prompts(prompts), defaults, output_uri)
     if not requests:
         raise ConfigError("prompts", prompts, "at least one prompt")
     manifest_uri = storage.join(output_uri, MANIFEST_NAME)

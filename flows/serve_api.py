@@ -65,13 +65,14 @@ from ray.serve.handle import DeploymentHandle
 
 from flows.serve_http import RequestGuard, body_error, file_response, json_safe, validation_error
 from flows.serve_jobs import JobOwner
+from infra import storage
 from infra.cluster import ClusterConfig
+from infra.init_media import count_frames, is_staged, load_frames, stage_bytes, stage_request, staged_uri
 from infra.params import body_model
 from infra.jobs import chunk_video_uri
 from infra.run_store import RunStore
-from models.errors import ConfigError
+from models.errors import ConfigError, require
 from models.request import MIN_FRAMES, NOT_PARAMETERS, GenerationRequest
-from models.presets import get_preset
 from stages.engine import EngineOptions, connect_engine
 from stages.sources import ModelSources
 from stages.workers import VideoJob
@@ -103,6 +104,9 @@ class ServeArgs(BaseModel):
     max_queue: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_QUEUE", 8), ge=1)
     max_frames: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_FRAMES", 1200), ge=MIN_FRAMES)
     max_body_bytes: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_BODY_BYTES", 16 * 1024), ge=1)
+    # init_video / init_image: uploads (POST /v1/inputs/{kind}) up to this size, or URIs under these prefixes
+    max_upload_bytes: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_UPLOAD_BYTES", 64 * 2**20), ge=1)
+    input_prefixes: list[str] = Field(default_factory=list)  # e.g. ["s3://bucket/clips/"]; none by default
     max_steps: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_STEPS", 100), ge=1)  # DDIM steps
     max_guidance: float = Field(30.0, gt=0, allow_inf_nan=False)  # each guidance weight
     retry_after_s: int = Field(10, ge=1)
@@ -192,7 +196,7 @@ class Generator:
             if (why := stop_asked()) is not None:
                 return why
             snap = next_snapshot(snap)
-        if not ask("start", get_preset(request.preset).extend_plan(request.num_frames)):
+        if not ask("start", request.extend_plan()):
             return "not started"
         reported = 0
         while True:
@@ -253,7 +257,8 @@ def http_app(api: VideoAPI) -> FastAPI:
     app = FastAPI(title="StreamingT2V", version="1",
                   summary="Text to long video: submit, follow chunk by chunk, download, cancel.")
     app.state.api = api
-    app.add_middleware(RequestGuard, token=api.token, max_body_bytes=api.args.max_body_bytes)
+    app.add_middleware(RequestGuard, token=api.token, max_body_bytes=api.args.max_body_bytes,
+                       uploads=(UPLOADS, api.args.max_upload_bytes))
     app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, body_error)
@@ -277,6 +282,11 @@ def generation_request(body: VideoBody, args: ServeArgs) -> GenerationRequest:
     if body.preset != args.preset:
         raise ConfigError("preset", body.preset, f"{args.preset!r} (the preset this service runs)")
     request = GenerationRequest(**body.model_dump(), force=True)  # force: max_frames above is the upper bound
+    for name in ("init_video", "init_image"):
+        value = getattr(request, name)
+        if value and not is_staged(value) and not any(value.startswith(p) for p in args.input_prefixes if p):
+            raise ConfigError(name, value, f"a reference returned by POST {UPLOADS}/{name.removeprefix('init_')}, or "
+                              f"a URI under one of this service's input_prefixes {args.input_prefixes}")
     for name in ("num_inference_steps", "refine_steps"):
         if getattr(request, name) > args.max_steps:
             raise ConfigError(name, getattr(request, name), f"an integer in [1, {args.max_steps}] (this service's limit)")
@@ -319,6 +329,8 @@ async def submit_video(body: VideoBody, request: Request) -> JSONResponse:
     api = request.app.state.api
     generation = generation_request(body, api.args)
     generation.check_prompt_length(api.tokenizer)  # 422 now, not a queued job that fails
+    if generation.init_video or generation.init_image:  # copied by content hash beside the outputs
+        generation = await asyncio.to_thread(stage_request, generation, api.args.root)
     params = generation.params()
     submitted = await api.owner.submit.remote(params)
     if "queue_full" in submitted:
@@ -329,6 +341,33 @@ async def submit_video(body: VideoBody, request: Request) -> JSONResponse:
     job = _links(request, submitted["job"])
     reply = {k: job[k] for k in ("id", "status", "status_url", "stream_url", "video_url")}
     return JSONResponse(reply, 202, {"Location": job["status_url"]})
+
+
+UPLOADS = "/v1/inputs"
+
+
+@service_router.post("/inputs/{kind}", name="upload_input", status_code=201, responses={413: {}, 422: {}})
+async def upload_input(kind: Literal["video", "image"], extension: str, request: Request) -> JSONResponse:
+    """Upload a clip or an image (the raw file as the body; ``extension`` such as ``.mp4`` or
+    ``.png``) to start videos from: 201 with the ``ref`` to give as ``init_video`` /
+    ``init_image`` (``sha256:<hex><extension>``: the same bytes always give the same ref) and, for
+    a clip, its frame count."""
+    root = request.app.state.api.args.root
+    field = f"init_{kind}"
+    data = await request.body()
+    require(len(data) > 0, field, "0 bytes", "a non-empty file")
+
+    def stage() -> dict:
+        ref = stage_bytes(data, extension, root, field)
+        uri = staged_uri(root, ref)
+        try:
+            frames = count_frames(uri, field) if kind == "video" else len(load_frames(uri, 1, 8, 8, field))
+        except ConfigError:
+            storage.remove(uri)
+            raise
+        return {"ref": ref, "frames": frames}
+
+    return JSONResponse(await asyncio.to_thread(stage), 201)
 
 
 @service_router.get("/service", name="service_status")

@@ -24,10 +24,11 @@ class RequestGuard:
 
     PUBLIC = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
-    def __init__(self, app, token: str | None, max_body_bytes: int) -> None:
+    def __init__(self, app, token: str | None, max_body_bytes: int, uploads: tuple[str, int] | None = None) -> None:
         self.app = app
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.uploads = uploads  # (path prefix, its own body limit): file uploads
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -37,17 +38,20 @@ class RequestGuard:
         if self.token and path not in self.PUBLIC and not self._authorized(headers.get("authorization", "")):
             return await JSONResponse({"detail": "missing or invalid bearer token"}, 401,
                                       {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        limit = self.max_body_bytes
+        if self.uploads is not None and path.startswith(self.uploads[0] + "/"):
+            limit = self.uploads[1]
         length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body_bytes:
-            return await JSONResponse({"detail": self._too_large()}, 413)(scope, receive, send)
+        if length.isdigit() and int(length) > limit:
+            return await JSONResponse({"detail": self._too_large(limit)}, 413)(scope, receive, send)
         received = 0
 
         async def limited_receive():
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_body_bytes:  # a body sent without Content-Length
-                raise HTTPException(413, self._too_large())
+            if received > limit:  # a body sent without Content-Length
+                raise HTTPException(413, self._too_large(limit))
             return message
 
         await self.app(scope, limited_receive, send)
@@ -56,8 +60,9 @@ class RequestGuard:
         scheme, _, token = authorization.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.token.encode())
 
-    def _too_large(self) -> str:
-        return f"request body over {self.max_body_bytes} bytes"
+    @staticmethod
+    def _too_large(limit: int) -> str:
+        return f"request body over {limit} bytes"
 
 
 ECHO_CHARS = 200  # of an input echoed back in an error

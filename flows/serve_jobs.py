@@ -14,6 +14,7 @@ from ray.serve.handle import DeploymentHandle
 
 from infra.jobs import JobBoard, QueueFull, StorageUnavailable
 from models.chunk_plan import ChunkPlan
+from models.errors import ConfigError
 from models.request import GenerationRequest
 from stages.pools import error_message
 
@@ -90,6 +91,11 @@ class JobOwner:
             return
         except asyncio.CancelledError:
             raise
+        except ConfigError as error:  # the request itself is refused: the same call would fail again
+            LOG.error("job %s attempt %d: refused: %s", video_id, attempt, error)
+            with suppress(StorageUnavailable):  # else the lease or the sweep finds the job again
+                await self._board("finish", video_id, attempt, "failed", error_message(error))
+            return
         except Exception as error:  # the replica died, or the call failed before the job's end was saved
             LOG.error("job %s attempt %d: generation call failed: %r", video_id, attempt, error)
             reason = f"generation call failed: {error_message(error)}"

@@ -337,7 +337,7 @@ class JobBoard:
         this process): the geometry of its preset."""
         if row["chunks_done"] == 0:
             return None
-        return get_preset(row["preset"]).extend_plan(row["num_frames"])
+        return get_preset(row["preset"]).extend_plan(row["num_frames"], row.get("init_frames") or 0)
 
     def _apply(self, vid: str, change: Callable[[], None]) -> None:
         """Make ``change`` to job ``vid``'s row and commit the manifest; if the write fails, the

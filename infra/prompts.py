@@ -4,8 +4,8 @@ parameter must not make the workers fetch arbitrary URLs). Errors name the recor
 echo a file's contents.
 
 Every source becomes the same list of dicts with the key ``prompt`` and, where given,
-``prompt_schedule``, ``negative_prompt``, ``seed`` and ``num_frames`` (absent keys take the
-request defaults). A prompt schedule is its text form or a list of [frame, prompt] pairs or of
+``prompt_schedule``, ``init_video``, ``init_image``, ``init_frames``, ``negative_prompt``,
+``seed`` and ``num_frames`` (absent keys take the request defaults). A prompt schedule is its text form or a list of [frame, prompt] pairs or of
 {frame, prompt} records (a JSON list in JSONL, a list column in Parquet). Records
 are numbered from 0 in the order they appear, and errors name them that way:
 ``prompts[3].prompt=' ': must be a non-empty string``.
@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 from infra import storage
 from models.errors import ConfigError, require
 
-PROMPT_KEYS = ("prompt", "prompt_schedule", "negative_prompt", "seed", "num_frames")
-INT_KEYS = ("seed", "num_frames")
+PROMPT_KEYS = ("prompt", "prompt_schedule", "init_video", "init_image", "init_frames", "negative_prompt", "seed",
+               "num_frames")
+INT_KEYS = ("seed", "num_frames", "init_frames")
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 PromptSource = str | os.PathLike | Sequence[str | Mapping[str, Any]]

@@ -17,6 +17,16 @@ autoregressive-extend (F = 16, F_cond = 8)::
   last chunk whole and dropping its surplus frames, so an N-frame video is exactly the first N
   frames of any longer video with the same seed.
 
+  A video that starts from given frames (a user's clip of L frames, or an image: L = 1) has them
+  as chunk 0 (``given = L``, kept as they are), and chunk k >= 1 appends frames
+  [L + 8(k-1), L + 8k), conditioned on the 8 frames before them; with L < 8 the conditioning
+  frames reach before the video's start (``start < 0``) and are the first frame repeated::
+
+    given = 12     0       8  12      20      28
+    chunk 0        [===========]                                    keeps 0..11 (the clip)
+    chunk 1            [cccccccc=======]                            keeps 12..19
+    chunk 2                    [cccccccc=======]                    keeps 20..27
+
 refine (F = 24, O = 8)::
 
     video frames   0       8       16      24      32      40
@@ -73,6 +83,7 @@ class ChunkPlan:
     chunk_frames: int
     overlap: int
     truncate_last: bool  # refine: cut the last chunk at the video's end; extend: generate it whole
+    given: int = 0  # extend: frames that start the video as given (chunk 0); 0: generated
 
     def __post_init__(self) -> None:
         require(self.chunk_frames >= 2, "chunk_frames", self.chunk_frames, "an integer >= 2")
@@ -82,10 +93,12 @@ class ChunkPlan:
                 f"at most chunk_frames / 2 = {self.chunk_frames // 2} so that a chunk's two overlaps do not meet")
         lowest = 1 if self.truncate_last else self.chunk_frames
         require(self.num_frames >= lowest, "num_frames", self.num_frames, f"an integer >= {lowest}")
+        require(self.given == 0 or (not self.truncate_last and self.given <= self.num_frames), "given", self.given,
+                f"0, or for extend at most num_frames={self.num_frames}")
 
     @classmethod
-    def for_extend(cls, num_frames: int, chunk_frames: int = 16, cond_frames: int = 8) -> "ChunkPlan":
-        return cls(num_frames, chunk_frames, cond_frames, truncate_last=False)
+    def for_extend(cls, num_frames: int, chunk_frames: int = 16, cond_frames: int = 8, given: int = 0) -> "ChunkPlan":
+        return cls(num_frames, chunk_frames, cond_frames, truncate_last=False, given=given)
 
     @classmethod
     def for_refine(cls, num_frames: int, chunk_frames: int = 24, overlap: int = 8) -> "ChunkPlan":
@@ -97,6 +110,12 @@ class ChunkPlan:
 
     @cached_property
     def chunks(self) -> tuple[Chunk, ...]:
+        if self.given:
+            count = 1 + math.ceil((self.num_frames - self.given) / self.stride)
+            first = Chunk(0, 0, self.given, 0, self.given)
+            return (first, *(Chunk(k, keep - self.overlap, keep - self.overlap + self.chunk_frames, keep,
+                                   min(keep + self.stride, self.num_frames))
+                             for k, keep in ((k, self.given + (k - 1) * self.stride) for k in range(1, count))))
         if self.num_frames <= self.chunk_frames:
             stop = self.num_frames if self.truncate_last else self.chunk_frames
             return (Chunk(0, 0, stop, 0, self.num_frames),)

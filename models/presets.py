@@ -51,9 +51,10 @@ class ModelPreset:
     # presets load the released CLIP tokenizer with their weights.
     offline_tokenizer: bool = False
 
-    def extend_plan(self, num_frames: int) -> ChunkPlan:
-        """The chunks of a ``num_frames`` video at this preset's geometry (what extend plans)."""
-        return ChunkPlan.for_extend(num_frames, self.video.frames_per_chunk, self.cam.cond_frames)
+    def extend_plan(self, num_frames: int, given: int = 0) -> ChunkPlan:
+        """The chunks of a ``num_frames`` video at this preset's geometry (what extend plans),
+        starting with ``given`` frames of a user's clip or image (0: an init chunk from text)."""
+        return ChunkPlan.for_extend(num_frames, self.video.frames_per_chunk, self.cam.cond_frames, given)
 
 
 MODELSCOPE = ModelPreset(
@@ -117,10 +118,12 @@ TINY = ModelPreset(
 
 PRESETS: dict[str, ModelPreset] = {p.name: p for p in (TINY, MODELSCOPE)}
 
-# Refiners: a text-to-video UNet3D used for SDEdit at high resolution (paper: MS-Vid2Vid-XL at
-# 1280x720). Real refiners are loaded from a diffusers directory or hub id with their own
-# scheduler config; the tiny one refines 64x64 videos at 128x128, twice the size per side, on a
-# canvas of that size (the paper's padding to 1280x720 is the size MS-Vid2Vid-XL was trained at).
+# Refiners: a video UNet3D used for SDEdit at high resolution (paper: MS-Vid2Vid-XL at 1280x720).
+# Real refiners load with their own schedule: MS-Vid2Vid-XL from its ModelScope folder or the
+# directory convert_vid2vid_xl writes (models/vid2vid_xl.py), any other from a diffusers directory
+# or hub id with its scheduler config. The tiny one refines 64x64 videos at 128x128, twice the size
+# per side, on a canvas of that size (the paper's padding to 1280x720 is the size MS-Vid2Vid-XL
+# was trained at).
 TINY_REFINER = replace(TINY, name="tiny-refiner", video=VideoConfig(height=128, width=128, frames_per_chunk=24))
 # The refiner built with random weights (tests; benchmarks, where compute does not depend on
 # weight values): for modelscope the ModelScope UNet3D itself, run at the refinement canvas.

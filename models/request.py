@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from models.errors import ConfigError, require
+from models.chunk_plan import ChunkPlan
 from models.guidance import GuidanceWeights
 from models.params import check, leaves, param
 from models.presets import PRESETS
@@ -61,6 +62,16 @@ class GenerationRequest:
     num_frames: int = param(80, help="frames of the final video", ge=MIN_FRAMES, le=MAX_FRAMES,
                             note="(pass --force for longer videos)")
     seed: int = param(0, help="seed of every noise draw", ge=0, le=MAX_SEED)
+    init_video: str = param("", beyond_paper=True,
+                            help="a clip (path or URI) that starts the video as given: its last 8 frames condition "
+                                 "the first extension chunk (CAM), its first frame is the APM anchor; staged by "
+                                 "content hash (infra.init_media)")
+    init_image: str = param("", beyond_paper=True,
+                            help="an image (path or URI) that starts the video: the first frame, the APM anchor, and "
+                                 "the conditioning frames of the first extension chunk (repeated 8 times)")
+    init_frames: int = param(0, beyond_paper=True, ge=0,
+                             help="frames of init_video that start the video (0: all of it, at most num_frames; "
+                                  "fixed when the clip is staged)")
     negative_prompt: str = param("", help="the text of the unconditional guidance branch")
     guidance_text: float = param(7.5, help="omega_text of Eq. 13 (paper: 7.5)", ge=0)
     guidance_anchor: float = param(7.5, help="omega_anchor of Eq. 13 (paper: 7.5)", ge=0)
@@ -100,10 +111,34 @@ class GenerationRequest:
         schedule = PromptSchedule.of(self.prompt, self.prompt_schedule)
         require(schedule.last_change < self.num_frames, "prompt_schedule", schedule.changes,
                 f"frames below num_frames={self.num_frames}")
+        require(not (self.init_video and self.init_image), "init_image", self.init_image,
+                "empty when init_video is given (a video starts from one of them)")
+        if self.init_image:
+            object.__setattr__(self, "init_frames", 1 if self.init_frames in (0, 1) else self.init_frames)
+        require(self.init_frames == 0 or bool(self.init_video or self.init_image), "init_frames", self.init_frames,
+                "0 without init_video or init_image")
+        require(not self.init_image or self.init_frames == 1, "init_frames", self.init_frames, "1 with init_image")
+        require(isinstance(self.init_frames, int) and self.init_frames <= self.num_frames, "init_frames",
+                self.init_frames, f"at most num_frames={self.num_frames}")
+        if self.init_frames:
+            require(self.anchor_frame < self.init_frames, "anchor_frame", self.anchor_frame,
+                    f"a frame of the given start (below init_frames={self.init_frames})")
         object.__setattr__(self, "prompt", schedule.prompt)
         object.__setattr__(self, "prompt_schedule", schedule.changes)  # canonical: one id per schedule
         check(self, skip=("num_frames",))  # before GuidanceWeights: errors name the request's fields
         GuidanceWeights(self.guidance_text, self.guidance_anchor)
+
+    @property
+    def given_frames(self) -> int:
+        """Frames the video starts with as given (chunk 0 of its plan); 0: generated from text.
+        An init_video must be staged (infra.init_media.stage_request) for its length to be known."""
+        require(not self.init_video or self.init_frames > 0, "init_video", self.init_video,
+                "staged before the video is planned (infra.init_media.stage_request)")
+        return self.init_frames
+
+    def extend_plan(self) -> ChunkPlan:
+        """This video's extend chunks at its preset's geometry."""
+        return PRESETS[self.preset].extend_plan(self.num_frames, self.given_frames)
 
     @property
     def schedule(self) -> PromptSchedule:

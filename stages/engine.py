@@ -36,7 +36,6 @@ import ray
 
 from infra.cluster import ClusterConfig
 from models.errors import ConfigError, require
-from models.presets import get_preset
 from stages.pools import Pools, error_message, first_stage, make_pool, refine_pipeline_parallel
 from stages.refine import refine_layout
 from stages.scheduling import PRIORITIES, STAGE_ORDER, Scheduler
@@ -175,7 +174,7 @@ class Engine:
                     continue
                 old = self.videos.pop(vid, None)
                 video = _Video(job, priority, version=old.version + 1 if old else 0, clients={client})
-                video.chunks_total = len(get_preset(job.request.preset).extend_plan(job.request.num_frames))
+                video.chunks_total = len(job.request.extend_plan())
                 video.stages = {s: "pending" for s in STAGE_ORDER if s != "refine" or job.request.refine}
                 self.videos[vid] = video
                 if isinstance(stage, Exception):

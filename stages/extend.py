@@ -21,7 +21,7 @@ from models.chunk_plan import Chunk, ChunkPlan
 from models.latent_video import StepCallback
 from models.seeding import stream
 from models.streaming_t2v import ConditionReplacement, StreamingT2V
-from stages.init_chunk import ChunkOutput, InitChunkStage
+from stages.init_chunk import ChunkOutput, InitChunkStage, given_chunk
 from models.request import GenerationRequest
 
 
@@ -32,7 +32,8 @@ class AutoregressiveExtendStage:
         self.model = model
 
     def plan(self, request: GenerationRequest) -> ChunkPlan:
-        return ChunkPlan.for_extend(request.num_frames, self.model.video.frames_per_chunk, self.model.cond_frames)
+        return ChunkPlan.for_extend(request.num_frames, self.model.video.frames_per_chunk, self.model.cond_frames,
+                                    request.given_frames)
 
     def next_chunk(self, request: GenerationRequest, chunk: Chunk, anchor: torch.Tensor, previous: ChunkOutput,
                    on_step: StepCallback | None = None) -> ChunkOutput:
@@ -89,8 +90,13 @@ class StoredChunks:
 def generate_low_res(request: GenerationRequest, init: InitChunkStage, extend: AutoregressiveExtendStage,
                      load_chunk: ChunkSource = lambda chunk: None, on_chunk: ChunkSink | None = None,
                      on_step: Callable[[Chunk], StepCallback | None] = lambda chunk: None,
-                     on_kept: KeptSink | None = None) -> torch.Tensor:
+                     on_kept: KeptSink | None = None, given: torch.Tensor | None = None) -> torch.Tensor:
     """The whole low-resolution video (1, 3, N, H, W).
+
+    ``given`` (1, 3, L, H, W): the frames the video starts with (:func:`stages.init_chunk.load_given`
+    for a request with an init video or image): they are chunk 0, always rebuilt from the given
+    frames (never decoded from stored latents, which would change them), and the anchor is taken
+    from them.
 
     ``load_chunk`` returns the saved latents of a finished chunk (or None): those chunks are
     decoded instead of generated, which is how a crashed run resumes. Every chunk's noise comes
@@ -103,7 +109,9 @@ def generate_low_res(request: GenerationRequest, init: InitChunkStage, extend: A
     kept, previous, anchor = [], None, None
     for chunk in plan.chunks:
         saved = load_chunk(chunk)
-        if saved is not None:
+        if chunk.index == 0 and given is not None:
+            out = given_chunk(extend.model, given, extend.model.cond_frames)
+        elif saved is not None:
             out = ChunkOutput(saved, extend.model.decode(saved))
         elif chunk.index == 0:
             out = init(request, on_step(chunk))
@@ -111,9 +119,10 @@ def generate_low_res(request: GenerationRequest, init: InitChunkStage, extend: A
             out = extend.next_chunk(request, chunk, anchor, previous, on_step(chunk))
         if saved is None and on_chunk is not None:
             on_chunk(chunk, out)
+        own = out.frames[:, :, -chunk.frames:] if chunk.index == 0 and given is not None else out.frames
         if chunk.index == 0:
-            anchor = out.frames[:, :, request.anchor_frame]
-        kept.append(out.frames[:, :, chunk.kept_slice()])
+            anchor = own[:, :, request.anchor_frame]
+        kept.append(own[:, :, chunk.kept_slice()])
         if on_kept is not None:
             on_kept(chunk, kept[-1])
         previous = out

@@ -19,7 +19,7 @@ from models.chunk_plan import Chunk
 from models.latent_video import StepCallback
 from models.seeding import derive_seed
 from stages.extend import AutoregressiveExtendStage, KeptSink, StoredChunks, generate_low_res
-from stages.init_chunk import InitChunkStage
+from stages.init_chunk import InitChunkStage, load_given
 from stages.refine import RefineStage
 from models.request import GenerationRequest
 from stages.sources import ModelSources
@@ -72,7 +72,8 @@ def generate_video(request: GenerationRequest, stages: Stages, store: RunStore,
 
     low_res = generate_low_res(
         request, stages.init, stages.extend, load_chunk=chunks.load, on_chunk=chunks.save,
-        on_step=lambda c: progress.chunk_step(c, len(plan)), on_kept=kept)
+        on_step=lambda c: progress.chunk_step(c, len(plan)), on_kept=kept,
+        given=load_given(request, store.out, stages.extend.model.video))
     timings["low_res_s"] = time.perf_counter() - t0
     timings["extend_s"] = timings["low_res_s"] - timings["init_s"]
     low_res_u8 = to_uint8(low_res)

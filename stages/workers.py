@@ -18,9 +18,10 @@ import torch
 from infra import storage
 from infra.run_store import RunStore
 from infra.video_io import to_uint8, write_mp4
+from models.presets import get_preset
 from models.schedule import NoiseSchedule
 from stages.extend import AutoregressiveExtendStage, StoredChunks, generate_low_res
-from stages.init_chunk import InitChunkStage
+from stages.init_chunk import InitChunkStage, given_chunk, load_given
 from stages.refine import RefineSession, RefineStage
 from models.request import GenerationRequest
 from stages.sources import ModelSources
@@ -98,7 +99,13 @@ class InitChunkWorker:
 
     def run(self, job: VideoJob, engine=None) -> dict:
         store, t0 = job.store, time.perf_counter()
-        if store.load_chunk(0) is None:
+        if store.load_chunk(0) is None and job.request.given_frames:  # a user's clip or image: as given
+            given = load_given(job.request, job.out, self.stage.model.video)
+            out = given_chunk(self.stage.model, given, get_preset(job.request.preset).cam.cond_frames)
+            store.save_chunk(0, out.latents, (0, given.shape[2]), time.perf_counter() - t0)
+            _preview(job, 0, given)
+            EngineLink(engine, job.request.video_id).chunk_done(0)
+        elif store.load_chunk(0) is None:
             link = EngineLink(engine, job.request.video_id)
             out = self.stage(job.request, link.step) if job.previews else None
             latents = out.latents if out is not None else self.stage.generate(job.request, link.step)
@@ -129,7 +136,8 @@ class ExtendWorker:
             link.chunk_done(chunk.index)
 
         low_res = generate_low_res(request, None, self.extend, load_chunk=chunks.load, on_chunk=chunks.save,
-                                   on_step=lambda chunk: link.step, on_kept=kept)
+                                   on_step=lambda chunk: link.step, on_kept=kept,
+                                   given=load_given(request, job.out, self.extend.model.video))
         frames = to_uint8(low_res)
         store.save_low_res(frames)
         write_mp4(frames, store.low_res_video, request.fps)

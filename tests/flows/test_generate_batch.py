@@ -69,6 +69,34 @@ def test_three_prompts_end_to_end_then_a_rerun_skips_them(prefect_harness, ray_l
     assert {uri: os.stat(uri).st_mtime_ns for uri in kept} == kept
 
 
+@pytest.mark.integration
+def test_a_batch_row_starts_from_its_clip_and_changes_prompt(prefect_harness, ray_local, tmp_path):
+    """A prompts file row with an init video and a prompt schedule (a JSON list): the clip is
+    staged under the output URI, made into chunk 0 by the init pool, and starts the video as given."""
+    import numpy as np
+
+    from flows.generate_batch import generate_batch
+    from infra.video_io import write_mp4
+
+    frames = np.full((12, 64, 64, 3), 128, np.uint8)
+    frames[:, 20:36, 20:36] = (220, 30, 30)
+    write_mp4(frames, str(tmp_path / "clip.mp4"), 10)
+    row = {"prompt": "a red circle moving right on a striped background", "init_video": str(tmp_path / "clip.mp4"),
+           "prompt_schedule": [[20, "a blue square moving up on a dotted background"]]}
+    (tmp_path / "prompts.jsonl").write_text(json.dumps(row) + "\n")
+    out = str(tmp_path / "batch")
+    summary = generate_batch(prompts=str(tmp_path / "prompts.jsonl"), output_uri=out, num_frames=28,
+                             **{**FAST, "refine": False})
+    assert summary["counts"] == {"done": 1}
+    (video,) = BatchManifest.read(summary["manifest"]).rows.values()
+    assert video["init_frames"] == 12 and video["init_video"].startswith("sha256:")
+    assert video["prompt_schedule"] == "20:a blue square moving up on a dotted background"
+    assert (tmp_path / "batch" / "inputs" / video["init_video"][7:]).is_file()
+    assert video["chunks_done"] == video["chunks_total"] == 3
+    made = read_video(video["video_uri"])
+    assert made.shape == (28, 64, 64, 3) and made[0, 24:32, 24:32, 0].min() > 150  # the clip's first frame
+
+
 def _task_runs(names):
     import asyncio
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 
@@ -968,6 +969,35 @@ def test_the_owner_dispatches_again_a_job_whose_generation_call_failed(tmp_path)
     assert asyncio.run(restarted())["status"] == "done" and calls == [1]
 
 
+def test_a_call_that_refuses_its_request_fails_the_job_once(tmp_path):
+    """A generation call that raises a ConfigError (the request itself is refused) fails its job
+    with that message; it is not dispatched again and again."""
+    import asyncio
+
+    from flows.serve_jobs import JobOwner
+    from models.errors import ConfigError
+
+    calls = []
+
+    async def scenario():
+        async def work(params, attempt):
+            calls.append(attempt)
+            raise ConfigError("init_video", "sha256:0.mp4", "an input staged under the root")
+
+        owner = JobOwner.func_or_class(str(tmp_path), 2, _Generator(work), lease_s=30)
+        job = (await owner.submit(GenerationRequest("A camel.", num_frames=24, **TINY).params()))["job"]
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if (await owner.view(job["id"]))["status"] == "failed":
+                break
+        await asyncio.sleep(1.5)  # longer than REDISPATCH_DELAY_S: a redispatch, were there one, has happened
+        owner.sweeper.cancel()
+        return await owner.view(job["id"])
+
+    view = asyncio.run(scenario())
+    assert view["status"] == "failed" and "init_video=" in view["error"] and calls == [1]
+
+
 def test_streams_resume_after_last_event_id_and_are_capped(tmp_path):
     """The HTTP layer over a real job board: a reconnecting client (Last-Event-ID: k) gets only
     the chunks after k; beyond the open-stream caps the stream answers 429 while the status
@@ -1082,3 +1112,63 @@ def test_hostile_bodies_get_a_4xx_naming_the_field_without_a_live_service():
         assert response.status_code == code, (body, response.text)
         if name is not None:
             assert any(name in d["loc"] for d in response.json()["detail"]), response.text
+
+
+def _clip_bytes(tmp_path, n: int = 12) -> bytes:
+    from infra.video_io import write_mp4
+
+    frames = np.full((n, 64, 64, 3), 128, np.uint8)
+    for i in range(n):
+        frames[i, 20:36, 4 + 3 * i:20 + 3 * i] = (220, 30, 30)
+    write_mp4(frames, str(tmp_path / "clip.mp4"), 10)
+    return (tmp_path / "clip.mp4").read_bytes()
+
+
+def test_uploads_are_staged_by_content_and_paths_outside_the_prefixes_refused(tmp_path):
+    """A clip or image uploaded to /v1/inputs comes back as a content reference (the same bytes,
+    the same ref); a request that names a file the service was not told to read, an unreadable
+    upload or one over the upload limit gets a 4xx naming init_video, and nothing is queued."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from flows.serve_api import ServeArgs, http_app
+    from models.tokenizer import tiny_clip_tokenizer
+
+    clip = _clip_bytes(tmp_path)
+    api = SimpleNamespace(owner=None, token=None, tokenizer=tiny_clip_tokenizer(), streams={}, streams_total=0,
+                          args=ServeArgs(auth="none", root=str(tmp_path / "root"), max_upload_bytes=len(clip) + 10))
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=http_app(api)), base_url="http://t") as c:
+            first = await c.post("/v1/inputs/video", params={"extension": ".mp4"}, content=clip)
+            again = await c.post("/v1/inputs/video", params={"extension": ".mp4"}, content=clip)
+            broken = await c.post("/v1/inputs/video", params={"extension": ".mp4"}, content=b"\x00" * 64)
+            wrong = await c.post("/v1/inputs/image", params={"extension": ".txt"}, content=b"hello")
+            large = await c.post("/v1/inputs/video", params={"extension": ".mp4"}, content=clip + b"\x00" * 64)
+            path = await c.post("/v1/videos", json={"prompt": "x", "init_video": str(tmp_path / "clip.mp4")})
+            return first, again, broken, wrong, large, path
+
+    first, again, broken, wrong, large, path = asyncio.run(scenario())
+    assert first.status_code == 201 and first.json()["frames"] == 12 and first.json() == again.json()
+    assert (tmp_path / "root" / "inputs" / first.json()["ref"].removeprefix("sha256:")).read_bytes() == clip
+    for response, field in ((broken, "init_video"), (wrong, "init_image"), (path, "init_video")):
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", field], response.text
+    assert "input_prefixes" in path.text
+    assert large.status_code == 413
+    assert sorted(p.name for p in (tmp_path / "root" / "inputs").iterdir()) == [first.json()["ref"][7:]]
+
+
+@pytest.mark.integration
+def test_a_video_starts_from_an_uploaded_clip(client, tmp_path):
+    clip = _clip_bytes(tmp_path)
+    ref = client.post("/v1/inputs/video", params={"extension": ".mp4"}, content=clip).json()["ref"]
+    job = submit(client, prompt="a red circle moving right on a striped background", init_video=ref, num_frames=20,
+                 **TINY)
+    name, data = finish(client, job["id"])
+    assert name == "done", data
+    path = tmp_path / "final.mp4"
+    path.write_bytes(client.get(job["video_url"]).content)
+    frames = read_video(str(path))
+    assert frames.shape[0] == 20 and frames[0, 28, 6:18, 0].min() > 150  # the clip's first frame, as given
+    status = client.get(job["status_url"]).json()
+    assert (status["chunks_done"], status["chunks_total"]) == (2, 2)  # the clip (12 frames), then 8 generated

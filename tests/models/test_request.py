@@ -46,15 +46,16 @@ def test_overlong_prompts_are_refused_unless_truncation_is_asked_for():
 
 
 def test_a_parameter_added_later_leaves_earlier_ids_alone():
-    """condition_replacement and prompt_schedule came after ids were handed out: at their defaults
-    (the values before they existed), they are not part of the id, so a manifest written before
-    them still resumes under the same ids."""
+    """condition_replacement, prompt_schedule and the init video/image came after ids were handed
+    out: at their defaults (the values before they existed), they are not part of the id, so a
+    manifest written before them still resumes under the same ids."""
     import hashlib
     import json
 
     request = GenerationRequest("a camel", seed=3, **PAPER_SETTINGS)
     params = request.params()
-    del params["condition_replacement"], params["prompt_schedule"]
+    for later in ("condition_replacement", "prompt_schedule", "init_video", "init_image", "init_frames"):
+        del params[later]
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert request.video_id == digest
     assert GenerationRequest("a camel", seed=3, **{**PAPER_SETTINGS, "condition_replacement": True}).video_id != digest

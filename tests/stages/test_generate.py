@@ -141,6 +141,69 @@ def test_a_prompt_schedule_changes_the_video_from_its_frame_on(tiny_stages):
     assert object_motion(frames[32:], red, 10).presence == 0.0
 
 
+def _start_clip(path, n):
+    import numpy as np
+
+    from infra.video_io import write_mp4
+
+    frames = np.full((n, 64, 64, 3), 128, np.uint8)
+    for i in range(n):
+        frames[i, 20:36, 4 + 3 * i:20 + 3 * i] = (220, 30, 30)
+    write_mp4(frames, str(path), 10)
+
+
+@pytest.mark.parametrize("kind", ["init_video", "init_image"])
+def test_a_video_starts_with_the_given_frames_and_resumes_bit_for_bit(tiny_stages, tmp_path, kind):
+    """A user's clip (or image) is the start of the video exactly as given (after fitting it to
+    the frame); generation continues from it to num_frames, and a resumed run equals an
+    uninterrupted one (the given start is rebuilt from the staged file, not from latents)."""
+    from PIL import Image
+
+    from infra.init_media import load_frames, stage_request, staged_uri
+    from infra.video_io import to_uint8
+    from stages.init_chunk import load_given
+
+    _start_clip(tmp_path / "clip.mp4", 12)
+    source = tmp_path / "clip.mp4"
+    if kind == "init_image":
+        source = tmp_path / "still.png"
+        Image.fromarray(load_frames(str(tmp_path / "clip.mp4"), 1, 64, 64)[0]).save(source)
+    out = str(tmp_path / "out")
+    request = stage_request(GenerationRequest("a red circle moving right on a striped background", num_frames=28,
+                                              seed=1, num_inference_steps=2, **{kind: str(source)}), out)
+    given_count = 12 if kind == "init_video" else 1
+    assert request.given_frames == given_count
+    given = load_given(request, out, tiny_stages.extend.model.video)
+    saved: dict[int, torch.Tensor] = {}
+    full = generate_low_res(request, tiny_stages.init, tiny_stages.extend, given=given,
+                            on_chunk=lambda c, o: saved.__setitem__(c.index, o.latents))
+    assert full.shape[2] == 28
+    expected = load_frames(staged_uri(out, getattr(request, kind)), given_count, 64, 64, kind)
+    assert (to_uint8(full)[:given_count] == expected).all()
+    assert sorted(saved) == list(range(len(request.extend_plan())))
+    generated = []
+    resumed = generate_low_res(request, tiny_stages.init, tiny_stages.extend, given=given,
+                               load_chunk=lambda c: saved[c.index] if c.index <= 1 else None,
+                               on_chunk=lambda c, o: generated.append(c.index))
+    assert torch.equal(resumed, full) and generated == list(range(2, len(request.extend_plan())))
+
+
+def test_the_cli_starts_a_video_from_a_clip_and_refuses_a_missing_one(tmp_path, capsys):
+    from flows.cli import main
+    from infra.video_io import read_video
+
+    _start_clip(tmp_path / "clip.mp4", 12)
+    argv = ["generate", "a red circle moving right on a striped background", "--num-frames", "20", "--steps", "2",
+            "--no-refine", "--out", str(tmp_path / "out")]
+    assert main([*argv, "--init-video", str(tmp_path / "missing.mp4")]) == 2
+    assert "init_video=" in capsys.readouterr().err
+    assert main([*argv, "--init-video", str(tmp_path / "clip.mp4")]) == 0
+    video = capsys.readouterr().out.strip().splitlines()[-1].split()[-1]
+    frames = read_video(video)
+    assert frames.shape == (20, 64, 64, 3)
+    assert frames[0, 28, 6:18, 0].min() > 150  # the clip's red square, where the clip has it
+
+
 def test_a_corrupt_chunk_is_generated_again_and_the_video_is_unchanged(tiny_stages, tmp_path):
     """Resume checks each latent against the chunk table: a chunk whose file was damaged is made
     again (bit-identically, its noise is seeded) and the video equals the uninterrupted one."""
