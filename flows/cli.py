@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                              "paths) | random (fixed random weights); default: the preset's")
     models.add_argument("--device", default="cpu")
     models.add_argument("--dtype", default="float32")
+    models.add_argument("--low-memory", action="store_true",
+                        help="only the running stage's model on the device, the others in CPU memory; refine keeps "
+                             "the long video in CPU memory and moves one chunk or VAE batch at a time (same video)")
     g.add_argument("--truncate-prompt", action="store_true", help="keep the first 77 CLIP tokens of a longer prompt")
 
     p = sub.add_parser("preview", help="a PNG strip of a generated video: low-res frames above refined ones")
@@ -101,7 +104,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     request = GenerationRequest(**from_arguments(args, GenerationRequest))
     sources = ModelSources(preset=args.preset, base_model=args.base_model, streaming_model=args.streaming_model,
-                           refiner=args.refiner, device=args.device, dtype=args.dtype, weights=args.weights)
+                           refiner=args.refiner, device=args.device, dtype=args.dtype, weights=args.weights,
+                           low_memory=args.low_memory)
     for option in ("base_model", "streaming_model", "refiner"):
         value = getattr(sources, option)
         if value and _is_local_path(value) and not Path(value).expanduser().is_dir():

@@ -142,6 +142,7 @@ def generate_batch(
     refiner: str | None = None,
     device: str = "cpu",
     dtype: Literal["float32", "float16", "bfloat16"] = "float32",
+    low_memory: bool = False,
     defaults: dict | None = None,
 ) -> dict:
     """Generate every prompt of a batch; returns counts by status and the manifest URI.
@@ -159,7 +160,7 @@ def generate_batch(
 
     # Everything is validated before any work starts.
     sources = ModelSources(preset=defaults["preset"], base_model=base_model, streaming_model=streaming_model,
-                           refiner=refiner, device=device, dtype=dtype)
+                           refiner=refiner, device=device, dtype=dtype, low_memory=low_memory)
     cluster = ClusterConfig.load(pools)
     requests = build_requests(read_prompts(prompts), defaults, output_uri)
     if not requests:

@@ -233,6 +233,7 @@ def nightly_benchmark(
     refiner: str | None = None,
     device: str = "cpu",
     dtype: Literal["float32", "float16", "bfloat16"] = "float32",
+    low_memory: bool = False,
     metric_models: ModelPaths = ModelPaths(),
     raft_weights: str | None = None,
     flow_size: Annotated[int, Field(ge=FLOW_SIZES[0], le=FLOW_SIZES[1])] = 720,
@@ -264,7 +265,7 @@ def nightly_benchmark(
             "a run directory's name: letters, digits, '-' and '_' (1-64 characters), or None for a new run")
     require(cam_variant in CAM_VARIANTS, "cam_variant", cam_variant, f"one of {list(CAM_VARIANTS)}")
     sources = ModelSources(preset=request["preset"], base_model=base_model, streaming_model=streaming_model,
-                           refiner=refiner, device=device, dtype=dtype)
+                           refiner=refiner, device=device, dtype=dtype, low_memory=low_memory)
     check_cam_variant(cam_variant, sources.location("streaming_model"), request["apm"])
     cluster = ClusterConfig.load(pools)
     label, rows = prompt_rows(prompt_set)

@@ -99,6 +99,7 @@ class ServeArgs(BaseModel):
     refiner: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    low_memory: bool = False  # refine streams the long video through CPU memory (stages.residency)
     pools: str = "local"  # ClusterConfig profile or YAML: the engine's pools, shared with batch runs
     interactive_share: float = Field(0.75, gt=0, le=1, allow_inf_nan=False)  # of each stage's starts while batch videos wait
     max_queue: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_QUEUE", 8), ge=1)
@@ -515,7 +516,8 @@ def app(args: dict) -> serve.Application:
     if config.auth == "none" or config.api_token is not None:  # else the replicas' environment gives it
         config.token()
     sources = ModelSources(preset=config.preset, base_model=config.base_model, streaming_model=config.streaming_model,
-                           refiner=config.refiner, device=config.device, dtype=config.dtype)
+                           refiner=config.refiner, device=config.device, dtype=config.dtype,
+                           low_memory=config.low_memory)
     cluster = ClusterConfig.load(config.pools)
     generator = Generator.bind(config.root, sources, cluster, EngineOptions(interactive_share=config.interactive_share),
                                min(0.5, config.lease_s / 4))

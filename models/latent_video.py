@@ -27,6 +27,7 @@ StepCallback = Callable[[int, int], None]
 NoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 GEOMETRY_FILE = "streamingt2v.json"
+VAE_FRAMES_PER_BATCH = 16  # frames per VAE call (results depend, in the last bits, on the batch)
 logger = logging.getLogger(__name__)
 
 
@@ -112,19 +113,20 @@ class LatentVideoModel:
 
     # -- VAE ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, frames_per_batch: int = 16) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, frames_per_batch: int = VAE_FRAMES_PER_BATCH) -> torch.Tensor:
         """(b, c, F, h, w) latents -> (b, 3, F, H, W) frames in [-1, 1], a few frames at a time."""
         b = latents.shape[0]
         flat = rearrange(latents, "b c f h w -> (b f) c h w") / self.vae.config.scaling_factor
-        images = torch.cat([self.vae.decode(z.to(self.dtype)).sample for z in flat.split(frames_per_batch)])
+        images = torch.cat([self.vae.decode(z.to(self.device, self.dtype)).sample for z in flat.split(frames_per_batch)])
         return rearrange(images.clamp(-1, 1), "(b f) c h w -> b c f h w", b=b)
 
     @torch.no_grad()
-    def encode(self, frames: torch.Tensor, frames_per_batch: int = 16) -> torch.Tensor:
+    def encode(self, frames: torch.Tensor, frames_per_batch: int = VAE_FRAMES_PER_BATCH) -> torch.Tensor:
         """(b, 3, F, H, W) frames in [-1, 1] -> latents (posterior mean, scaled)."""
         b = frames.shape[0]
         flat = rearrange(frames, "b c f h w -> (b f) c h w")
-        z = torch.cat([self.vae.encode(x.to(self.dtype)).latent_dist.mode() for x in flat.split(frames_per_batch)])
+        z = torch.cat([self.vae.encode(x.to(self.device, self.dtype)).latent_dist.mode()
+                       for x in flat.split(frames_per_batch)])
         return rearrange(z * self.vae.config.scaling_factor, "(b f) c h w -> b c f h w", b=b)
 
     # -- sampling -----------------------------------------------------------------------------

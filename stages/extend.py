@@ -23,13 +23,19 @@ from models.seeding import stream
 from models.streaming_t2v import ConditionReplacement, StreamingT2V
 from stages.init_chunk import ChunkOutput, InitChunkStage, given_chunk
 from models.request import GenerationRequest
+from stages.residency import Residency, use
 
 
 class AutoregressiveExtendStage:
     """Loads StreamingT2V once; :meth:`next_chunk` makes one chunk of one video."""
 
-    def __init__(self, model: StreamingT2V) -> None:
+    def __init__(self, model: StreamingT2V, residency: Residency | None = None) -> None:
         self.model = model
+        self.residency = residency
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        use(self.residency, self.model)
+        return self.model.decode(latents)
 
     def plan(self, request: GenerationRequest) -> ChunkPlan:
         return ChunkPlan.for_extend(request.num_frames, self.model.video.frames_per_chunk, self.model.cond_frames,
@@ -39,6 +45,7 @@ class AutoregressiveExtendStage:
                    on_step: StepCallback | None = None) -> ChunkOutput:
         """anchor: (1, 3, H, W); previous: the previous chunk (its latents and frames (1, 3, F, H, W)).
         The chunk follows the prompt in force at its first new frame (models.prompt_schedule)."""
+        use(self.residency, self.model)
         k = self.model.cond_frames
         replacement = None
         if request.condition_replacement:  # its own noise stream: the chunk's other draws stay the same
@@ -110,9 +117,10 @@ def generate_low_res(request: GenerationRequest, init: InitChunkStage, extend: A
     for chunk in plan.chunks:
         saved = load_chunk(chunk)
         if chunk.index == 0 and given is not None:
+            use(extend.residency, extend.model)
             out = given_chunk(extend.model, given, extend.model.cond_frames)
         elif saved is not None:
-            out = ChunkOutput(saved, extend.model.decode(saved))
+            out = ChunkOutput(saved, extend.decode(saved))
         elif chunk.index == 0:
             out = init(request, on_step(chunk))
         else:

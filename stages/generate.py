@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import diffusers
 import torch
@@ -22,6 +22,7 @@ from stages.extend import AutoregressiveExtendStage, KeptSink, StoredChunks, gen
 from stages.init_chunk import InitChunkStage, load_given
 from stages.refine import RefineStage
 from models.request import GenerationRequest
+from stages.residency import Residency
 from stages.sources import ModelSources
 
 
@@ -34,8 +35,14 @@ class Stages:
 
     @classmethod
     def load(cls, sources: ModelSources, refine: bool = True) -> "Stages":
-        return cls(InitChunkStage(sources.load_video_ldm()), AutoregressiveExtendStage(sources.load_streaming()),
-                   RefineStage(sources.load_refiner(), sources.refine_config()) if refine else None,
+        """The three stages' models. With ``sources.low_memory`` they load into CPU memory and only
+        the running stage's model is on ``sources.device`` (stages.residency)."""
+        residency = Residency(sources.device, sources.low_memory)
+        if sources.low_memory:
+            sources = replace(sources, device="cpu")
+        return cls(InitChunkStage(sources.load_video_ldm(), residency),
+                   AutoregressiveExtendStage(sources.load_streaming(), residency),
+                   RefineStage(sources.load_refiner(), sources.refine_config(), residency) if refine else None,
                    sources.fingerprint())
 
 

@@ -14,6 +14,7 @@ from models.presets import VideoConfig
 from models.seeding import stream
 from models.video_ldm import VideoLDM
 from models.request import GenerationRequest
+from stages.residency import Residency, use
 
 
 @dataclass
@@ -25,10 +26,12 @@ class ChunkOutput:
 class InitChunkStage:
     """Loads the Video-LDM once; each call makes one video's first chunk."""
 
-    def __init__(self, model: VideoLDM) -> None:
+    def __init__(self, model: VideoLDM, residency: Residency | None = None) -> None:
         self.model = model
+        self.residency = residency
 
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> torch.Tensor:
+        use(self.residency, self.model)
         return self.model.sample_chunk([request.prompt], [stream(request.seed, "init")], request.guidance_text,
                                        [request.negative_prompt], request.num_inference_steps, on_step)
 

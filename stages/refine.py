@@ -15,12 +15,19 @@ import torch
 
 from infra.video_io import from_uint8, to_uint8
 from models.guidance import text_cfg
+from models.latent_video import VAE_FRAMES_PER_BATCH
 from models.chunk_plan import ChunkPlan
 from models.refinement import (ChunkRefiner, RefineConfig, from_canvas, refine_sequential, sdedit_timesteps,
                                to_canvas)
 from models.schedule import NoiseSchedule
 from models.video_ldm import VideoLDM
 from models.request import GenerationRequest
+from stages.residency import Residency, use
+
+
+def _batches(frames: np.ndarray) -> list[np.ndarray]:
+    """Frames in the VAE's batches (so that encoding them one batch at a time changes nothing)."""
+    return [frames[i:i + VAE_FRAMES_PER_BATCH] for i in range(0, len(frames), VAE_FRAMES_PER_BATCH)]
 
 
 def refine_config_for(config: RefineConfig, request: GenerationRequest) -> RefineConfig:
@@ -40,31 +47,49 @@ class RefineStage:
     distributed layout uses :meth:`encode`, :meth:`session` and :meth:`decode` around the same
     per-chunk steps."""
 
-    def __init__(self, model: VideoLDM, config: RefineConfig) -> None:
+    def __init__(self, model: VideoLDM, config: RefineConfig, residency: Residency | None = None) -> None:
         self.model = model
         self.config = config
+        self.residency = residency
+
+    @property
+    def low_memory(self) -> bool:
+        return self.residency is not None and self.residency.low_memory
 
     def config_for(self, request: GenerationRequest) -> RefineConfig:
         return refine_config_for(self.config, request)
 
     def encode(self, request: GenerationRequest, low_res: np.ndarray) -> torch.Tensor:
-        """(N, h, w, 3) uint8 -> clean canvas latents z_0 (1, c, N, H', W') of the refiner's VAE."""
-        frames = from_uint8(low_res).to(self.model.device, self.model.dtype)
-        return self.model.encode(to_canvas(frames, self.config_for(request)))
+        """(N, h, w, 3) uint8 -> clean canvas latents z_0 (1, c, N, H', W') of the refiner's VAE.
+        Low memory: one VAE batch of canvas frames at a time, the latents kept in CPU memory (the
+        same batches as otherwise, so the same latents)."""
+        use(self.residency, self.model)
+        config = self.config_for(request)
+        if not self.low_memory:
+            return self.model.encode(to_canvas(from_uint8(low_res).to(self.model.device, self.model.dtype), config))
+        return torch.cat([self.model.encode(to_canvas(from_uint8(part).to(self.model.device, self.model.dtype), config)
+                                            ).cpu() for part in _batches(low_res)], dim=2)
 
     def session(self, request: GenerationRequest, clean_shape: tuple[int, ...]) -> "RefineSession":
         config = self.config_for(request)
         refiner = ChunkRefiner(clean_shape[2], (clean_shape[1], clean_shape[3], clean_shape[4]),
                                self.model.schedule, config, request.seed)
         # Each chunk follows the prompt in force at its first new frame (models.prompt_schedule).
+        use(self.residency, self.model)
         schedule = request.schedule
         encoded = {p: self.model.encode_prompt([request.negative_prompt, p]) for p in schedule.prompts()}
         texts = [encoded[schedule.for_chunk(chunk)] for chunk in refiner.chunks]
         return RefineSession(refiner, self.model, texts, request.refine_guidance)
 
     def decode(self, request: GenerationRequest, latents: torch.Tensor) -> np.ndarray:
-        """Long refined latent -> (N, H, W, 3) uint8 frames with the padding cropped off."""
-        return to_uint8(from_canvas(self.model.decode(latents), self.config_for(request)))
+        """Long refined latent -> (N, H, W, 3) uint8 frames with the padding cropped off (low
+        memory: one VAE batch at a time, straight to 8-bit frames in CPU memory)."""
+        use(self.residency, self.model)
+        config = self.config_for(request)
+        if not self.low_memory:
+            return to_uint8(from_canvas(self.model.decode(latents), config))
+        return np.concatenate([to_uint8(from_canvas(self.model.decode(part), config))
+                               for part in latents.split(VAE_FRAMES_PER_BATCH, dim=2)])
 
     @torch.no_grad()
     def __call__(self, request: GenerationRequest, low_res: np.ndarray,
@@ -88,12 +113,13 @@ class RefineSession:
     @torch.no_grad()
     def noise(self, x: torch.Tensor, t: int, index: int) -> torch.Tensor:
         """Text classifier-free guidance of the refiner on chunk ``index``; at weight 1 the guided
-        noise is the text branch's, which alone is evaluated (half the UNet work)."""
-        text = self.texts[index]
+        noise is the text branch's, which alone is evaluated (half the UNet work). The chunk goes
+        to the model's device for the call and comes back (low memory keeps chunks in CPU memory)."""
+        text, home, x = self.texts[index], x.device, x.to(self.model.device)
         if self.guidance == 1.0:
-            return self.model.unet(x, t, text[1:]).sample
+            return self.model.unet(x, t, text[1:]).sample.to(home)
         eps_null, eps_text = self.model.unet(torch.cat([x, x]), t, text).sample.chunk(2)
-        return text_cfg(eps_null, eps_text, self.guidance, self.refiner.config.guidance_rescale)
+        return text_cfg(eps_null, eps_text, self.guidance, self.refiner.config.guidance_rescale).to(home)
 
     @torch.no_grad()
     def step(self, index: int, step: int, x: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,7 @@ class ModelSources:
     dtype: str = "float32"
     weights: str | None = None  # 'trained' | 'random' | None ('trained')
     weights_seed: int = 0
+    low_memory: bool = False  # one model on the device at a time, long tensors in CPU memory (stages.residency)
 
     def __post_init__(self) -> None:
         get_preset(self.preset)

@@ -24,6 +24,7 @@ from stages.extend import AutoregressiveExtendStage, StoredChunks, generate_low_
 from stages.init_chunk import InitChunkStage, given_chunk, load_given
 from stages.refine import RefineSession, RefineStage
 from models.request import GenerationRequest
+from stages.residency import Residency
 from stages.sources import ModelSources
 
 
@@ -153,7 +154,8 @@ class RefineWorker:
 
     def __init__(self, sources: ModelSources, torch_threads: int = 1) -> None:
         _threads(torch_threads)
-        self.stage = RefineStage(sources.load_refiner(), sources.refine_config())
+        model = sources.load_refiner()
+        self.stage = RefineStage(model, sources.refine_config(), Residency(sources.device, sources.low_memory, model))
         self.sessions: dict[str, RefineSession] = {}
 
     def encode(self, job: VideoJob) -> torch.Tensor | tuple[torch.Tensor, ...]:
