@@ -31,7 +31,7 @@ from evaluation.metrics import METRIC_NAMES
 from infra import storage
 from infra.manifest import REQUEST_TYPES, TIMING_COLUMNS
 from models.errors import ConfigError, require
-from models.request import PARAM_DEFAULTS
+from models.request import PARAM_DEFAULTS, PROMPT_FIELDS
 
 SCHEMA_VERSION = 1
 VERSION_KEY = b"history_schema_version"
@@ -39,10 +39,10 @@ KINDS = ("video", "summary")
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 # The settings that make two runs comparable (previous_summary's ``same_settings`` keys): the
-# prompt set, every request parameter but the prompt (the manifest's typed columns), the CAM
-# variant and the flow size.
+# prompt set, every request parameter but the prompt and its schedule (the manifest's typed
+# columns), the CAM variant and the flow size.
 SETTINGS: dict[str, pa.DataType] = {
-    "prompt_set": pa.string(), **{name: type_ for name, type_ in REQUEST_TYPES.items() if name != "prompt"},
+    "prompt_set": pa.string(), **{name: type_ for name, type_ in REQUEST_TYPES.items() if name not in PROMPT_FIELDS},
     "cam_variant": pa.string(), "flow_size": pa.int64(), "flow_estimator": pa.string(),
 }
 # The settings of the first histories. Every setting added since (condition_replacement, the

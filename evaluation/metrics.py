@@ -29,7 +29,7 @@ from evaluation.flow import estimator as flow_estimator
 from models.errors import require
 
 METRIC_NAMES = ("scuts", "ofs", "warp_error", "mawe", "mawe_reference", "flow_magnitude_std",
-                "clip_score", "aesthetic_score", "reid_score")
+                "clip_score", "aesthetic_score", "reid_score", "prompt_change_ratio")
 
 SFACE_DIM = 128  # length of an OpenCV SFace face embedding
 
@@ -434,6 +434,13 @@ class ModelPaths:
     face_recognizer: str | None = None
 
 
+def _changes(frames: Sequence[int], length: int) -> list[int]:
+    inside = [int(f) for f in frames if 1 <= f < length]
+    if not inside:
+        raise MetricUnavailable("no prompt schedule (no prompt change inside the video)")
+    return inside
+
+
 def _given(value: str | None, what: str) -> str:
     if value is None:
         raise MetricUnavailable(f"no {what} given")
@@ -441,8 +448,12 @@ def _given(value: str | None, what: str) -> str:
 
 
 def evaluate_video(video: str | Path | np.ndarray, prompt: str | None = None,
-                   models: ModelPaths = ModelPaths(), flow: FlowConfig = FlowConfig()) -> dict:
+                   models: ModelPaths = ModelPaths(), flow: FlowConfig = FlowConfig(),
+                   prompt_changes: Sequence[int] = ()) -> dict:
     """All metrics of one video (a file/URI or an (N, H, W, 3) uint8 array), flow computed once.
+    ``prompt_changes``: the frames where a prompt schedule hands over (beyond the paper:
+    ``prompt_change_ratio`` is :func:`join_change_ratio` at those frames: about 1 for a smooth
+    transition, large for a cut).
 
     Returns ``{"metrics": {name: value or None for name in METRIC_NAMES}, "missing": {name: reason},
     "flow_estimator": the flow method behind OFS, W, MAWE and the flow-magnitude std}``.
@@ -467,6 +478,7 @@ def evaluate_video(video: str | Path | np.ndarray, prompt: str | None = None,
                                                    _given(models.aesthetic_mlp, "aesthetic MLP file")),
         "reid_score": lambda: reid_score(frames, _given(models.face_detector, "face detector (YuNet .onnx)"),
                                          _given(models.face_recognizer, "face recognizer (SFace .onnx)")),
+        "prompt_change_ratio": lambda: join_change_ratio(frames, _changes(prompt_changes, len(frames))),
     }
     metrics: dict[str, float | None] = {}
     missing: dict[str, str] = {}

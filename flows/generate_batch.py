@@ -31,7 +31,7 @@ from infra.params import takes_parameters
 from infra.prompts import load_prompts
 from infra.run_store import RunStore
 from models.errors import ConfigError
-from models.request import NOT_PARAMETERS, GenerationRequest
+from models.request import NOT_PARAMETERS, PROMPT_FIELDS, GenerationRequest
 from stages.engine import EngineOptions
 
 MANIFEST_NAME = "manifest.parquet"
@@ -54,7 +54,7 @@ def lease_ttl_s() -> float:
 
     return float(os.environ.get(LEASE_TTL_ENV, 120))
 
-BATCH_EXCLUDED = ("prompt", "prompt_schedule", *NOT_PARAMETERS)  # prompts come from the batch's rows
+BATCH_EXCLUDED = (*PROMPT_FIELDS, *NOT_PARAMETERS)  # prompts come from the batch's rows
 
 
 @task(retries=3, retry_delay_seconds=2)

@@ -103,9 +103,11 @@ def _prompt_set_error(exc: ConfigError) -> ConfigError:
 
 
 @task(retries=1, retry_delay_seconds=2)
-def evaluate(video_uri: str, prompt: str, models: ModelPaths, flow_config: FlowConfig) -> dict:
-    """All metrics of one finished video (Sec. 5.2, App. D.3); missing ones with their reason."""
-    return evaluate_video(video_uri, prompt, models, flow_config)
+def evaluate(video_uri: str, prompt: str, models: ModelPaths, flow_config: FlowConfig,
+             prompt_changes: tuple[int, ...] = ()) -> dict:
+    """All metrics of one finished video (Sec. 5.2, App. D.3), and how a prompt schedule's
+    transitions look (prompt_change_ratio); missing ones with their reason."""
+    return evaluate_video(video_uri, prompt, models, flow_config, prompt_changes)
 
 
 def video_row(run: dict[str, Any], manifest_row: dict[str, Any], metrics: dict[str, float | None]) -> dict[str, Any]:
@@ -125,7 +127,8 @@ def score_videos(manifest: BatchManifest, manifest_uri: str, video_ids: list[str
         row = manifest.row(video_id)
         metrics = dict.fromkeys(METRIC_NAMES)
         if row["status"] == "done":
-            result = evaluate(row["video_uri"], row["prompt"], models, flow_config)
+            changes = tuple(frame for frame, _ in manifest.request(video_id).schedule.entries[1:])
+            result = evaluate(row["video_uri"], row["prompt"], models, flow_config, changes)
             metrics, missing = result["metrics"], {**missing, **result["missing"]}
             row = manifest.update(video_id, **{column: metrics[name] for name, column in MANIFEST_COLUMNS.items()})
             commit_manifest(manifest, manifest_uri)

@@ -186,6 +186,7 @@ def with_preset_defaults(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, **{k: v for k, v in preset_values.items() if values.get(k) is None}}
 
 
+PROMPT_FIELDS = ("prompt", "prompt_schedule")  # what a batch's rows give, one per video (not batch settings)
 NOT_PARAMETERS = ("force",)  # lifts a limit; neither part of a video's identity nor of the manifest
 PARAM_DEFAULTS: dict[str, object] = {
     **{leaf.name: leaf.default for leaf in leaves(GenerationRequest) if leaf.name not in NOT_PARAMETERS

@@ -59,6 +59,15 @@ def test_join_change_ratio_sees_jumps_at_joins_only():
     assert abs(join_change_ratio(_pan(list(range(56))), joins) - 1) < 0.3
 
 
+def test_prompt_change_ratio_tells_a_cut_from_a_smooth_handover():
+    """At the frames a prompt schedule hands over: a scene cut there scores far above 1, a video
+    that keeps moving as before about 1."""
+    cut = np.concatenate([_pan(list(range(20)), seed=0), _pan(list(range(20)), seed=1)])
+    smooth = _pan(list(range(40)))
+    ratio = lambda video: evaluate_video(video, prompt_changes=[20], flow=SMALL)["metrics"]["prompt_change_ratio"]  # noqa: E731
+    assert ratio(cut) > 5 and abs(ratio(smooth) - 1) < 0.3
+
+
 def test_join_change_ratio_names_bad_joins():
     from models.errors import ConfigError
 
@@ -253,6 +262,7 @@ def test_evaluate_video_reports_every_metric_or_why_not(tiny_clip_dir, tmp_path)
     assert metrics["scuts"] == 0 and metrics["ofs"] == pytest.approx(4, rel=0.1)
     assert metrics["mawe"] == pytest.approx(metrics["warp_error"] / metrics["ofs"])
     assert metrics["clip_score"] == pytest.approx(clip_score(video, "a pan", tiny_clip_dir))
-    assert set(missing) == {"aesthetic_score", "reid_score"}
+    assert set(missing) == {"aesthetic_score", "reid_score", "prompt_change_ratio"}
+    assert metrics["prompt_change_ratio"] is None and "no prompt schedule" in missing["prompt_change_ratio"]
     assert metrics["aesthetic_score"] is None and missing["aesthetic_score"] == "no aesthetic MLP file given"
     assert metrics["reid_score"] is None and "face detector" in missing["reid_score"]
