@@ -250,13 +250,13 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _convert_vid2vid_xl(args: argparse.Namespace) -> int:
-    from models.vid2vid_xl import convert_vid2vid_xl, is_vid2vid_xl_folder, list_unmapped
+    from models.vid2vid_xl import convert_vid2vid_xl, is_vid2vid_xl_folder, list_dropped
 
     if not is_vid2vid_xl_folder(args.folder):
         raise ConfigError("folder", args.folder, "a ModelScope MS-Vid2Vid-XL folder (configuration.json of the "
                           "video-to-video task and its checkpoint files)")
     if args.list_dropped:
-        print("\n".join(list_unmapped(args.folder, trust_pickle=args.trust_pickle).lines()))
+        print("\n".join(list_dropped(args.folder, trust_pickle=args.trust_pickle).lines()))
         return 0
     if args.out is None:
         raise ConfigError("out", None, "given to convert (or pass --list-dropped)")

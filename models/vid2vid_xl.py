@@ -121,7 +121,7 @@ def load_tokenizer(folder: str | Path) -> CLIPTokenizer:
 
 
 # -- the whole refiner ----------------------------------------------------------------------------
-def list_unmapped(folder: str | Path, trust_pickle: bool = False) -> KeyReport:
+def list_dropped(folder: str | Path, trust_pickle: bool = False) -> KeyReport:
     """Every key of the folder's three files, named ``<file>:<key>``: mapped, dropped (why) or
     unrecognised; no model is built."""
     report = KeyReport()

@@ -36,7 +36,7 @@ from models.refinement import ChunkRefiner, RefineConfig, refine_sequential
 from models.schedule import VID2VID_XL_SCHEDULE
 from models.tokenizer import tiny_clip_tokenizer
 from models.vid2vid_unet import Vid2VidUNet, latent_size_fits
-from models.vid2vid_xl import (BPE_FILE, REFINE_FILE, clip_tokenizer_from_bpe, convert_vid2vid_xl, list_unmapped,
+from models.vid2vid_xl import (BPE_FILE, REFINE_FILE, clip_tokenizer_from_bpe, convert_vid2vid_xl, list_dropped,
                                load_vid2vid_xl)
 from models.vid2vid_xl_keys import convert_text_encoder, convert_unet, convert_vae
 
@@ -390,8 +390,8 @@ def test_guidance_rescale_refines_with_the_refiner_model(ref, tmp_path):
     assert len(refiner.timesteps) == 6  # T' = 600 in steps of 100
 
 
-def test_list_unmapped_names_every_dropped_key(ref, tmp_path):
-    report = list_unmapped(_modelscope_folder(ref, tmp_path / "ms"))
+def test_list_dropped_names_every_dropped_key(ref, tmp_path):
+    report = list_dropped(_modelscope_folder(ref, tmp_path / "ms"))
     assert not report.unrecognised
     assert "v2-1_512.ckpt:betas" in report.dropped
     assert "open_clip_pytorch_model.bin:transformer.resblocks.1.mlp.c_fc.weight" in report.dropped  # last block
