@@ -54,7 +54,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from models.errors import ConfigError
-from models.key_mapping import SHOWN_KEYS, KeyReport, fit_shapes
+from models.key_mapping import KeyReport, load_strict
 from models.presets import ModelPreset, reference_variant
 from models.streaming_t2v import StreamingT2V
 from models.streaming_unet import StreamingT2VUNet
@@ -172,7 +172,7 @@ def classify_keys(state: dict[str, torch.Tensor], num_skips: int) -> KeyReport:
 def convert_state_dict(state: dict[str, torch.Tensor], unet: StreamingT2VUNet, checkpoint: str = "state dict"
                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(StreamingT2VUNet state dict, transformers CLIP vision state dict) from an official one;
-    a ConfigError naming them for unrecognised keys or shapes."""
+    a ConfigError naming them for unrecognised keys (shapes are checked as they load)."""
     report = classify_keys(state, len(unet.cam.mergers) - 1)
     report.require_complete(checkpoint, "the released StreamingT2V")
     unet_state: dict[str, torch.Tensor] = {}
@@ -187,7 +187,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], unet: StreamingT2VUNet, c
     except KeyError as exc:
         raise ConfigError("checkpoint", checkpoint, f"a checkpoint of the released StreamingT2V whose every key is "
                           f"known; unrecognised: image_encoder.model.{exc.args[0]}") from None
-    return fit_shapes(unet_state, unet.state_dict(), "StreamingT2V UNet"), image_state
+    return unet_state, image_state
 
 
 def list_dropped(checkpoint: str | Path, trust_pickle: bool = False) -> KeyReport:
@@ -213,21 +213,11 @@ def convert_official(checkpoint: str | Path, base: VideoLDM, preset: ModelPreset
     unet = _reference_unet(base, preset)
     image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**reference_variant(preset).image_encoder))
     unet_state, image_state = convert_state_dict(state, unet, str(checkpoint))
-    _load_strict(unet, unet_state, "StreamingT2V UNet")
-    _load_strict(image_encoder, fit_shapes(image_state, image_encoder.state_dict(), "image encoder"), "image encoder")
+    load_strict(unet, unet_state, "StreamingT2V UNet")
+    load_strict(image_encoder, image_state, "image encoder")
     if torch_dtype is not None:
         unet.to(torch_dtype)
         image_encoder.to(torch_dtype)
     return StreamingT2V(unet.eval(), base.vae, base.text_encoder, base.tokenizer, image_encoder.eval(),
                         base.video, base.schedule)
 
-
-def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    expected = set(module.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        shown = "; ".join(f"{kind} ({len(keys)}): {', '.join(keys[:SHOWN_KEYS])}"
-                          for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
-        raise ConfigError(f"checkpoint ({what})", {"missing": missing[:5], "unexpected": unexpected[:5]},
-                          f"the key structure of the released StreamingT2V checkpoint; {shown}")
-    module.load_state_dict(state, strict=True)

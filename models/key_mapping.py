@@ -71,3 +71,20 @@ def fit_shapes(state: dict[str, torch.Tensor], target: Mapping[str, torch.Tensor
         raise ConfigError(f"checkpoint ({what})", bad[0], f"tensors of the target's shapes or a linear <-> 1x1 "
                           f"convolution layout; {len(bad)} differ: {'; '.join(bad[:SHOWN_KEYS])}")
     return out
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
+    """Load converted weights into ``module`` (built on meta: by assignment): every key matched
+    both ways and every shape equal up to the known layout change (:func:`fit_shapes`), else a
+    ConfigError naming the keys; the module in eval mode."""
+    target = module.state_dict()
+    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
+    if missing or unexpected:
+        shown = "; ".join(f"{kind} ({len(keys)}): {', '.join(keys[:SHOWN_KEYS])}"
+                          for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+        raise ConfigError(f"checkpoint ({what})", (missing + unexpected)[0], f"the keys of the {what}; {shown}")
+    fitted = fit_shapes(state, target, what)
+    meta = any(t.is_meta for t in target.values())
+    module.load_state_dict({k: v if meta else v.to(target[k].dtype) for k, v in fitted.items()},
+                           strict=True, assign=meta)
+    return module.eval()

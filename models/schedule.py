@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from diffusers import DDIMScheduler
@@ -25,7 +25,7 @@ from diffusers import DDIMScheduler
 from models.errors import require
 
 BetaSchedule = Literal["linear", "scaled_linear", "logsnr_cosine_interp"]
-BETA_SCHEDULES: tuple[str, ...] = ("linear", "scaled_linear", "logsnr_cosine_interp")
+BETA_SCHEDULES: tuple[str, ...] = get_args(BetaSchedule)
 LOGSNR_RANGE = (-15.0, 15.0)  # logsnr_min, logsnr_max of ModelScope's cosine schedule
 LOGSNR_SHIFTS = (2.0, 4.0)  # scale_min at t = 0, scale_max at t = T, as MS-Vid2Vid-XL samples
 

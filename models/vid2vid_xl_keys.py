@@ -65,7 +65,7 @@ from diffusers import AutoencoderKL
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from models.errors import ConfigError
-from models.key_mapping import KeyReport, fit_shapes
+from models.key_mapping import KeyReport, load_strict
 from models.vid2vid_unet import DOWNSAMPLE_PADDING, Vid2VidUNet
 
 TEXT_HEAD_WIDTH = 64  # OpenCLIP's CLIPTextCfg.heads = width / 64
@@ -205,7 +205,7 @@ def convert_unet(state: State, checkpoint: str = "state dict") -> Vid2VidUNet:
     report.require_complete(checkpoint, "MS-Vid2Vid-XL's UNet (Vid2VidSDUNet)")
     with torch.device("meta"):
         unet = Vid2VidUNet(**UNetLayout(state).unet_config())
-    return _load_strict(unet, {ours: state[theirs] for theirs, ours in report.mapped.items()}, "MS-Vid2Vid-XL UNet")
+    return load_strict(unet, {ours: state[theirs] for theirs, ours in report.mapped.items()}, "MS-Vid2Vid-XL UNet")
 
 
 # -- VAE ------------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def convert_vae(state: State, checkpoint: str = "state dict") -> AutoencoderKL:
     with torch.device("meta"):
         vae = AutoencoderKL(**vae_config(state))
     converted = {ours: state[theirs] for theirs, ours in report.mapped.items()}
-    return _load_strict(vae, converted, "MS-Vid2Vid-XL autoencoder")
+    return load_strict(vae, converted, "MS-Vid2Vid-XL autoencoder")
 
 
 # -- text encoder ----------------------------------------------------------------------------------
@@ -361,27 +361,10 @@ def convert_text_encoder(state: State, checkpoint: str = "state dict") -> CLIPTe
         converted.update({t: p.contiguous() for t, p in zip(targets, parts)})
     # Built for real (not on meta): CLIP's position ids are a non-persistent buffer.
     model = CLIPTextModel(text_config(state))
-    return _load_strict(model, converted, "MS-Vid2Vid-XL text encoder")
+    return load_strict(model, converted, "MS-Vid2Vid-XL text encoder")
 
 
 CONVERTERS: dict[str, tuple[Callable[[State], KeyReport], Callable[[State, str], torch.nn.Module]]] = {
     "unet": (classify_unet, convert_unet), "vae": (classify_vae, convert_vae),
     "text_encoder": (classify_text, convert_text_encoder)}
 
-
-def _load_strict(module: torch.nn.Module, state: State, what: str) -> torch.nn.Module:
-    """Load ``state`` into ``module`` (on meta: by assignment), every key matched both ways and
-    every shape equal up to a linear <-> 1x1 convolution layout, else a ConfigError naming keys;
-    the module in eval mode."""
-    target = module.state_dict()
-    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
-    if missing or unexpected:
-        shown = "; ".join(f"{kind} ({len(keys)}): {', '.join(keys[:10])}"
-                          for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
-        raise ConfigError(f"checkpoint ({what})", (missing + unexpected)[0],
-                          f"the keys of the converted model; {shown}")
-    fitted = fit_shapes(state, target, what)
-    meta = any(t.is_meta for t in target.values())
-    module.load_state_dict({k: v.to(target[k].dtype) if not meta else v for k, v in fitted.items()},
-                           strict=True, assign=meta)
-    return module.eval()
