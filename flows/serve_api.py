@@ -67,7 +67,7 @@ from flows.serve_http import RequestGuard, body_error, file_response, json_safe,
 from flows.serve_jobs import JobOwner
 from infra import storage
 from infra.cluster import ClusterConfig
-from infra.init_media import count_frames, is_staged, load_frames, stage_bytes, stage_request, staged_uri
+from infra.init_media import is_staged, readable_frames, stage_bytes, stage_request, staged_uri
 from infra.params import body_model
 from infra.jobs import chunk_video_uri
 from infra.run_store import RunStore
@@ -362,7 +362,7 @@ async def upload_input(kind: Literal["video", "image"], extension: str, request:
         ref = stage_bytes(data, extension, root, field)
         uri = staged_uri(root, ref)
         try:
-            frames = count_frames(uri, field) if kind == "video" else len(load_frames(uri, 1, 8, 8, field))
+            frames = readable_frames(uri, field)
         except ConfigError:
             storage.remove(uri)
             raise

@@ -67,8 +67,11 @@ def _read_source(source: str, field: str) -> bytes:
         raise ConfigError(field, source, "an existing file") from None
 
 
-def count_frames(uri: str, field: str = "init_video") -> int:
-    """Frames of a staged clip (decoded, so that an unreadable file is refused at the boundary)."""
+def readable_frames(uri: str, field: str = "init_video") -> int:
+    """Frames of a staged clip (each decoded), 1 for a staged image (decoded): an unreadable file
+    is refused at the boundary, not in a worker."""
+    if field == "init_image":
+        return len(load_frames(uri, 1, 8, 8, field))
     try:
         fs, path = storage.filesystem(uri)
         with fs.open(path, "rb") as f, av.open(f) as container:
@@ -78,27 +81,23 @@ def count_frames(uri: str, field: str = "init_video") -> int:
 
 
 def stage_request(request: GenerationRequest, root: str) -> GenerationRequest:
-    """``request`` with its init video or image staged under ``root`` and ``init_frames`` fixed."""
-    if request.init_image and not is_staged(request.init_image):
-        ref = stage_bytes(_read_source(request.init_image, "init_image"),
-                          os.path.splitext(request.init_image)[1], root, "init_image")
-        load_frames(staged_uri(root, ref), 1, 8, 8, field="init_image")  # refuse an unreadable image now
-        return dataclasses.replace(request, init_image=ref)
-    if request.init_video and not is_staged(request.init_video):
-        ref = stage_bytes(_read_source(request.init_video, "init_video"),
-                          os.path.splitext(request.init_video)[1], root)
-        available = count_frames(staged_uri(root, ref))
-        frames = request.init_frames or min(available, request.num_frames)
-        require(frames <= available, "init_frames", request.init_frames,
-                f"at most the {available} frames of init_video")
-        return dataclasses.replace(request, init_video=ref, init_frames=frames)
-    for field in ("init_video", "init_image"):
-        if ref := getattr(request, field):
-            require(storage.exists(staged_uri(root, ref)), field, ref, f"an input staged under {root}")
-    if request.init_video and not request.init_frames:  # staged before (an upload): its length now
-        available = count_frames(staged_uri(root, request.init_video))
-        return dataclasses.replace(request, init_frames=min(available, request.num_frames))
-    return request
+    """``request`` with its init video or image staged under ``root`` and ``init_frames`` fixed.
+    A file is read once, when it is staged (or, for a clip staged by an upload, when its length
+    is first needed); a request already staged with its length is only checked to be there."""
+    field = "init_video" if request.init_video else "init_image" if request.init_image else None
+    if field is None:
+        return request
+    ref, frames = getattr(request, field), request.init_frames
+    fresh = not is_staged(ref)
+    if fresh:
+        ref = stage_bytes(_read_source(ref, field), os.path.splitext(ref)[1], root, field)
+    else:
+        require(storage.exists(staged_uri(root, ref)), field, ref, f"an input staged under {root}")
+    if fresh or not frames:
+        available = readable_frames(staged_uri(root, ref), field)
+        frames = frames or min(available, request.num_frames)
+        require(frames <= available, "init_frames", request.init_frames, f"at most the {available} frames of {field}")
+    return dataclasses.replace(request, **{field: ref, "init_frames": frames})
 
 
 def load_frames(uri: str, frames: int, height: int, width: int, field: str = "init_video") -> np.ndarray:

@@ -23,7 +23,7 @@ from models.seeding import stream
 from models.streaming_t2v import ConditionReplacement, StreamingT2V
 from stages.init_chunk import ChunkOutput, InitChunkStage, given_chunk
 from models.request import GenerationRequest
-from stages.residency import Residency, use
+from stages.residency import Residency
 
 
 class AutoregressiveExtendStage:
@@ -31,11 +31,16 @@ class AutoregressiveExtendStage:
 
     def __init__(self, model: StreamingT2V, residency: Residency | None = None) -> None:
         self.model = model
-        self.residency = residency
+        self.residency = residency or Residency(str(model.device))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        use(self.residency, self.model)
+        self.residency.use(self.model)
         return self.model.decode(latents)
+
+    def start_from(self, given: torch.Tensor) -> ChunkOutput:
+        """Chunk 0 of a video that starts from ``given`` frames (:func:`stages.init_chunk.given_chunk`)."""
+        self.residency.use(self.model)
+        return given_chunk(self.model, given, self.model.cond_frames)
 
     def plan(self, request: GenerationRequest) -> ChunkPlan:
         return ChunkPlan.for_extend(request.num_frames, self.model.video.frames_per_chunk, self.model.cond_frames,
@@ -45,7 +50,7 @@ class AutoregressiveExtendStage:
                    on_step: StepCallback | None = None) -> ChunkOutput:
         """anchor: (1, 3, H, W); previous: the previous chunk (its latents and frames (1, 3, F, H, W)).
         The chunk follows the prompt in force at its first new frame (models.prompt_schedule)."""
-        use(self.residency, self.model)
+        self.residency.use(self.model)
         k = self.model.cond_frames
         replacement = None
         if request.condition_replacement:  # its own noise stream: the chunk's other draws stay the same
@@ -117,8 +122,7 @@ def generate_low_res(request: GenerationRequest, init: InitChunkStage, extend: A
     for chunk in plan.chunks:
         saved = load_chunk(chunk)
         if chunk.index == 0 and given is not None:
-            use(extend.residency, extend.model)
-            out = given_chunk(extend.model, given, extend.model.cond_frames)
+            out = extend.start_from(given)
         elif saved is not None:
             out = ChunkOutput(saved, extend.decode(saved))
         elif chunk.index == 0:

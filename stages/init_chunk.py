@@ -14,7 +14,7 @@ from models.presets import VideoConfig
 from models.seeding import stream
 from models.video_ldm import VideoLDM
 from models.request import GenerationRequest
-from stages.residency import Residency, use
+from stages.residency import Residency
 
 
 @dataclass
@@ -28,10 +28,10 @@ class InitChunkStage:
 
     def __init__(self, model: VideoLDM, residency: Residency | None = None) -> None:
         self.model = model
-        self.residency = residency
+        self.residency = residency or Residency(str(model.device))
 
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> torch.Tensor:
-        use(self.residency, self.model)
+        self.residency.use(self.model)
         return self.model.sample_chunk([request.prompt], [stream(request.seed, "init")], request.guidance_text,
                                        [request.negative_prompt], request.num_inference_steps, on_step)
 

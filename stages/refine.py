@@ -22,7 +22,7 @@ from models.refinement import (ChunkRefiner, RefineConfig, from_canvas, refine_s
 from models.schedule import NoiseSchedule
 from models.video_ldm import VideoLDM
 from models.request import GenerationRequest
-from stages.residency import Residency, use
+from stages.residency import Residency
 
 
 def _batches(frames: np.ndarray) -> list[np.ndarray]:
@@ -50,44 +50,36 @@ class RefineStage:
     def __init__(self, model: VideoLDM, config: RefineConfig, residency: Residency | None = None) -> None:
         self.model = model
         self.config = config
-        self.residency = residency
-
-    @property
-    def low_memory(self) -> bool:
-        return self.residency is not None and self.residency.low_memory
+        self.residency = residency or Residency(str(model.device))
 
     def config_for(self, request: GenerationRequest) -> RefineConfig:
         return refine_config_for(self.config, request)
 
     def encode(self, request: GenerationRequest, low_res: np.ndarray) -> torch.Tensor:
-        """(N, h, w, 3) uint8 -> clean canvas latents z_0 (1, c, N, H', W') of the refiner's VAE.
-        Low memory: one VAE batch of canvas frames at a time, the latents kept in CPU memory (the
-        same batches as otherwise, so the same latents)."""
-        use(self.residency, self.model)
+        """(N, h, w, 3) uint8 -> clean canvas latents z_0 (1, c, N, H', W') of the refiner's VAE,
+        made one VAE batch of canvas frames at a time (the whole canvas video never exists) and
+        kept where the residency holds long tensors (CPU memory in low-memory mode)."""
+        self.residency.use(self.model)
         config = self.config_for(request)
-        if not self.low_memory:
-            return self.model.encode(to_canvas(from_uint8(low_res).to(self.model.device, self.model.dtype), config))
         return torch.cat([self.model.encode(to_canvas(from_uint8(part).to(self.model.device, self.model.dtype), config)
-                                            ).cpu() for part in _batches(low_res)], dim=2)
+                                            ).to(self.residency.holding) for part in _batches(low_res)], dim=2)
 
     def session(self, request: GenerationRequest, clean_shape: tuple[int, ...]) -> "RefineSession":
         config = self.config_for(request)
         refiner = ChunkRefiner(clean_shape[2], (clean_shape[1], clean_shape[3], clean_shape[4]),
                                self.model.schedule, config, request.seed)
         # Each chunk follows the prompt in force at its first new frame (models.prompt_schedule).
-        use(self.residency, self.model)
+        self.residency.use(self.model)
         schedule = request.schedule
         encoded = {p: self.model.encode_prompt([request.negative_prompt, p]) for p in schedule.prompts()}
         texts = [encoded[schedule.for_chunk(chunk)] for chunk in refiner.chunks]
         return RefineSession(refiner, self.model, texts, request.refine_guidance)
 
     def decode(self, request: GenerationRequest, latents: torch.Tensor) -> np.ndarray:
-        """Long refined latent -> (N, H, W, 3) uint8 frames with the padding cropped off (low
-        memory: one VAE batch at a time, straight to 8-bit frames in CPU memory)."""
-        use(self.residency, self.model)
+        """Long refined latent -> (N, H, W, 3) uint8 frames with the padding cropped off, one VAE
+        batch at a time, each straight to 8-bit frames in CPU memory."""
+        self.residency.use(self.model)
         config = self.config_for(request)
-        if not self.low_memory:
-            return to_uint8(from_canvas(self.model.decode(latents), config))
         return np.concatenate([to_uint8(from_canvas(self.model.decode(part), config))
                                for part in latents.split(VAE_FRAMES_PER_BATCH, dim=2)])
 

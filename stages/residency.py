@@ -17,6 +17,9 @@ from models.latent_video import LatentVideoModel
 
 @dataclass
 class Residency:
+    """Where a process's stage models live (every stage holds one; the default keeps its model
+    where it is)."""
+
     device: str
     low_memory: bool = False
     current: LatentVideoModel | None = None
@@ -37,7 +40,3 @@ class Residency:
         """Where a stage keeps a video's long tensors: CPU memory in low-memory mode."""
         return "cpu" if self.low_memory else self.device
 
-
-def use(residency: Residency | None, model: LatentVideoModel) -> None:
-    if residency is not None:
-        residency.use(model)

@@ -99,21 +99,23 @@ class InitChunkWorker:
         self.stage = InitChunkStage(sources.load_video_ldm())
 
     def run(self, job: VideoJob, engine=None) -> dict:
-        store, t0 = job.store, time.perf_counter()
-        if store.load_chunk(0) is None and job.request.given_frames:  # a user's clip or image: as given
-            given = load_given(job.request, job.out, self.stage.model.video)
-            out = given_chunk(self.stage.model, given, get_preset(job.request.preset).cam.cond_frames)
-            store.save_chunk(0, out.latents, (0, given.shape[2]), time.perf_counter() - t0)
-            _preview(job, 0, given)
-            EngineLink(engine, job.request.video_id).chunk_done(0)
-        elif store.load_chunk(0) is None:
-            link = EngineLink(engine, job.request.video_id)
-            out = self.stage(job.request, link.step) if job.previews else None
-            latents = out.latents if out is not None else self.stage.generate(job.request, link.step)
-            store.save_chunk(0, latents, (0, latents.shape[2]), time.perf_counter() - t0)
-            if out is not None:
-                _preview(job, 0, out.frames)
-            link.chunk_done(0)
+        request, store, t0 = job.request, job.store, time.perf_counter()
+        if store.load_chunk(0) is not None:
+            return {"init_s": time.perf_counter() - t0}
+        link = EngineLink(engine, request.video_id)
+        if request.given_frames:  # a user's clip or image, as given
+            frames = load_given(request, job.out, self.stage.model.video)
+            latents = given_chunk(self.stage.model, frames, get_preset(request.preset).cam.cond_frames).latents
+        elif job.previews:
+            out = self.stage(request, link.step)
+            latents, frames = out.latents, out.frames
+        else:
+            latents, frames = self.stage.generate(request, link.step), None
+        first = request.extend_plan().chunks[0]
+        store.save_chunk(0, latents, (first.keep_start, first.keep_stop), time.perf_counter() - t0)
+        if frames is not None:
+            _preview(job, 0, frames)
+        link.chunk_done(0)
         return {"init_s": time.perf_counter() - t0}
 
 

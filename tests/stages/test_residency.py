@@ -44,7 +44,7 @@ def test_low_memory_makes_the_same_video_bit_for_bit(tmp_path):
         request = GenerationRequest(**params)
         out = tmp_path / f"low{low_memory}"
         stages = Stages.load(ModelSources(low_memory=low_memory))
-        assert stages.refine.low_memory is low_memory
+        assert stages.refine.residency.low_memory is low_memory
         record = generate_video(request, stages, RunStore(str(out), request.video_id))
         videos.append([(out / f"{request.video_id}{ext}").read_bytes() for ext in (".lowres.mp4", ".mp4")])
         assert read_video(record["artifacts"]["video"]).shape == (40, 128, 128, 3)
