@@ -10,9 +10,13 @@ Endpoints (JSON unless noted; the OpenAPI schema is at /openapi.json):
     GET    /v1/videos/{id}/stream          -> server-sent events: chunk ..., then done | failed | cancelled
     GET    /v1/videos/{id}/chunks/{k}.mp4  -> the frames low-res chunk k appended to the video (MP4)
     GET    /v1/videos/{id}.mp4             -> the final video (409 until it is done)
-    GET    /v1/service                     -> active jobs, calls in flight, open streams, limits
+    GET    /v1/videos?limit=50             -> the most recently submitted jobs, newest first
+    GET    /v1/service                     -> preset, active jobs, calls in flight, open streams, limits
     DELETE /v1/videos/{id}                 -> cancel (within one denoising step)
     DELETE /v1/videos/{id}?purge=true      -> remove a finished job and its files
+
+Web pages (flows/serve_pages.py): ``/`` makes a video and plays its chunks as they arrive;
+``/batches/{batch_id}`` shows a batch manifest's rows (the batch outputs named in ``batches``).
 
 Three deployments:
 
@@ -53,18 +57,20 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from flows.serve_http import RequestGuard, body_error, file_response, json_safe, validation_error
 from flows.serve_jobs import JobOwner
+from flows.serve_pages import batches as batch_router
+from flows.serve_pages import is_public, pages
 from infra import storage
 from infra.cluster import ClusterConfig
 from infra.init_media import is_staged, readable_frames, stage_bytes, stage_request, staged_uri
@@ -108,6 +114,8 @@ class ServeArgs(BaseModel):
     # init_video / init_image: uploads (POST /v1/inputs/{kind}) up to this size, or URIs under these prefixes
     max_upload_bytes: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_UPLOAD_BYTES", 64 * 2**20), ge=1)
     input_prefixes: list[str] = Field(default_factory=list)  # e.g. ["s3://bucket/clips/"]; none by default
+    # batch outputs (generate-batch's output_uri) whose manifests the page /batches/{id} shows
+    batches: list[str] = Field(default_factory=lambda: ["outputs/batch"])
     max_steps: int = Field(default_factory=lambda: _env_int("STREAMINGT2V_MAX_STEPS", 100), ge=1)  # DDIM steps
     max_guidance: float = Field(30.0, gt=0, allow_inf_nan=False)  # each guidance weight
     retry_after_s: int = Field(10, ge=1)
@@ -119,6 +127,12 @@ class ServeArgs(BaseModel):
     max_streams_per_job: int = Field(4, ge=1)
     api_token: str | None = None  # else the STREAMINGT2V_API_TOKEN environment variable of the API replicas
     auth: Literal["token", "none"] = "token"  # none: serve without a token (a loopback or trusted network only)
+
+    @field_validator("input_prefixes", "batches", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """``serve run ... batches=a,b`` gives one string: a comma-separated list."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
     def token(self, environ: Mapping[str, str] = os.environ) -> str | None:
         """The bearer token (stripped) this service requires, or None with ``auth: none``. A
@@ -259,12 +273,14 @@ def http_app(api: VideoAPI) -> FastAPI:
                   summary="Text to long video: submit, follow chunk by chunk, download, cancel.")
     app.state.api = api
     app.add_middleware(RequestGuard, token=api.token, max_body_bytes=api.args.max_body_bytes,
-                       uploads=(UPLOADS, api.args.max_upload_bytes))
+                       uploads=(UPLOADS, api.args.max_upload_bytes), public=is_public)
     app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, body_error)
     app.include_router(router)
     app.include_router(service_router)
+    app.include_router(batch_router)
+    app.include_router(pages)
     return app
 
 
@@ -376,8 +392,16 @@ async def service_status(request: Request) -> dict:
     """The service's load: jobs queued or running (at most ``max_queue``), generation calls in
     flight, open event streams, and the limits."""
     api = request.app.state.api
-    return {**await api.owner.load.remote(), "max_queue": api.args.max_queue, "open_streams": api.streams_total,
-            "max_streams": api.args.max_streams}
+    limits = {name: getattr(api.args, name) for name in ("max_queue", "max_frames", "max_steps", "max_guidance",
+                                                          "max_streams")}
+    return {**await api.owner.load.remote(), "preset": api.args.preset, "open_streams": api.streams_total, **limits}
+
+
+@router.get("", name="recent_videos")
+async def recent_videos(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
+    """The most recently submitted jobs (at most ``limit``), newest first, each as its status."""
+    jobs = await request.app.state.api.owner.recent.remote(limit)
+    return {"jobs": [_links(request, job) for job in jobs]}
 
 
 @router.get("/{video_id}.mp4", name="video_file", response_class=StreamingResponse)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -20,13 +21,16 @@ from infra import storage
 
 class RequestGuard:
     """ASGI middleware that runs before FastAPI reads anything: the bearer token (401; the API
-    docs stay public) and the body size (413, by Content-Length and by the bytes that arrive)."""
+    docs and the pages, which hold no data, stay public) and the body size (413, by
+    Content-Length and by the bytes that arrive)."""
 
     PUBLIC = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
-    def __init__(self, app, token: str | None, max_body_bytes: int, uploads: tuple[str, int] | None = None) -> None:
+    def __init__(self, app, token: str | None, max_body_bytes: int, uploads: tuple[str, int] | None = None,
+                 public: Callable[[str], bool] = lambda path: False) -> None:
         self.app = app
         self.token = token
+        self.public = public  # further public paths (GET only)
         self.max_body_bytes = max_body_bytes
         self.uploads = uploads  # (path prefix, its own body limit): file uploads
 
@@ -35,7 +39,8 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
         path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
-        if self.token and path not in self.PUBLIC and not self._authorized(headers.get("authorization", "")):
+        public = path in self.PUBLIC or scope["method"] in ("GET", "HEAD") and self.public(path)
+        if self.token and not public and not self._authorized(headers.get("authorization", "")):
             return await JSONResponse({"detail": "missing or invalid bearer token"}, 401,
                                       {"WWW-Authenticate": "Bearer"})(scope, receive, send)
         limit = self.max_body_bytes

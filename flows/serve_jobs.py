@@ -151,6 +151,10 @@ class JobOwner:
         # a write is in flight sees the row before or after the change, and never waits for it.
         return self.board.view(video_id) if self.board.has(video_id) else None
 
+    async def recent(self, limit: int) -> list[dict]:
+        """The ``limit`` most recently submitted jobs, newest first (no lock, as :meth:`view`)."""
+        return [self.board.view(vid) for vid in self.board.recent(limit)]
+
     async def watch(self, video_id: str, version: int, timeout_s: float) -> dict | None:
         """The job once its version differs from ``version`` (or after ``timeout_s``). The check
         and the registration happen on the event loop with no await between, and wake-ups are

@@ -185,6 +185,11 @@ class JobBoard:
         """Jobs queued or running: what counts against ``max_queue``."""
         return sum(r["status"] in ACTIVE for r in self.manifest.rows.values())
 
+    def recent(self, limit: int) -> list[str]:
+        """The ids of the ``limit`` most recently submitted jobs, newest first."""
+        rows = sorted(self.committed.values(), key=lambda row: (row["created_at"], row["video_id"]), reverse=True)
+        return [row["video_id"] for row in rows[:limit]]
+
     def has(self, vid: str) -> bool:
         return vid in self.committed
 
@@ -196,6 +201,8 @@ class JobBoard:
         chunks = [] if plan is None else plan.chunks[:row["chunks_done"]]
         return {
             "id": vid,
+            "prompt": row["prompt"],
+            "params": self.request(vid).params(),  # what a resubmission sends (the same job)
             "status": API_STATUS[row["status"]],
             "stage": running[0] if running and row["status"] == "running" else None,
             "chunks_done": row["chunks_done"],

@@ -71,6 +71,15 @@ def read_video(uri: str) -> np.ndarray:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
+def first_frame(uri: str) -> np.ndarray:
+    """The first frame of a video file as (H, W, 3) uint8, decoding nothing after it."""
+    fs, path = storage.filesystem(uri)
+    with fs.open(path, "rb") as f, av.open(f) as container:
+        for frame in container.decode(video=0):
+            return frame.to_ndarray(format="rgb24")
+    raise ValueError(f"{uri} has no video frames")
+
+
 def probe(uri: str) -> dict:
     """Frame count, size, codec and frame rate of a video file (decoding every frame to count)."""
     frames = read_video(uri)
