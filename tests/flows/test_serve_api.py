@@ -5,7 +5,6 @@ auth, and a restart that still answers for finished jobs."""
 from __future__ import annotations
 
 import json
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from flows.page_screenshots import free_port, serve_locally
 from infra.jobs import CANCELLED, LOST, JobBoard, QueueFull
 from infra.video_io import read_video
 from models.chunk_plan import ChunkPlan
@@ -28,12 +28,6 @@ TOKEN = "s3cret-token"
 MAX_QUEUE = 5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Service:
     port: int
@@ -45,21 +39,14 @@ class Service:
                             timeout=120)
 
     def deploy(self, **args) -> None:
-        from ray import serve
-
-        from flows.serve_api import app
-
-        serve.start(http_options={"host": "127.0.0.1", "port": self.port})
-        serve.run(app({"root": self.root, "max_queue": MAX_QUEUE, "retry_after_s": 3,
-                       **({"auth": "none"} if "api_token" not in args else {}), **args}), name="streamingt2v",
-                  route_prefix="/")
+        serve_locally(self.root, self.port, **{"max_queue": MAX_QUEUE, "retry_after_s": 3, **args})
 
 
 @pytest.fixture(scope="module")
 def service(ray_local, tmp_path_factory):
     from ray import serve
 
-    served = Service(_free_port(), str(tmp_path_factory.mktemp("serve")))
+    served = Service(free_port(), str(tmp_path_factory.mktemp("serve")))
     served.deploy()
     yield served
     serve.shutdown()
