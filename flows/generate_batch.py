@@ -174,7 +174,8 @@ def generate_batch(
                              total=len(requests), lease=lease)
     table = [{k: row[k] for k in ("video_id", "prompt", "seed", "num_frames", "status", "error", "total_s",
                                   "video_uri")} for row in manifest.rows.values() if row["status"] != "skipped"]
-    create_table_artifact(table=table, key="generate-batch-videos", description=f"batch {batch_id}: {manifest_uri}")
+    create_table_artifact(table=table, key="generate-batch-videos", description=f"batch {batch_id}: {manifest_uri}; "
+                          f"its page: /batches/{batch_id} on a Serve app whose `batches` include {output_uri}")
     counts: dict[str, int] = {}
     for row in table:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
