@@ -490,6 +490,17 @@ def test_serve_config_names_the_app_and_leaves_the_gpus_to_the_engine():
     assert isinstance(app(application.args), serve.Application)  # the builder accepts the file's args
 
 
+def test_the_job_list_is_newest_first_and_carries_what_a_resubmission_sends(tmp_path):
+    board = JobBoard(str(tmp_path), max_queue=4)
+    requests = [GenerationRequest(f"prompt {i}", num_frames=16, seed=i, **TINY) for i in range(3)]
+    for request in requests:
+        board.submit(request)
+    assert board.recent(2) == [requests[2].video_id, requests[1].video_id]
+    view = board.view(requests[0].video_id)
+    assert view["prompt"] == "prompt 0"
+    assert GenerationRequest(**view["params"]).video_id == requests[0].video_id  # the same job again
+
+
 def test_job_board_ignores_a_superseded_attempt(tmp_path):
     """A cancelled run that reports late (after the job was submitted again) changes nothing and
     is told to stop; only the current attempt moves the job."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from infra import storage
-from infra.video_io import probe, read_video, write_mp4
+from infra.video_io import first_frame, probe, read_video, write_mp4
 
 
 def _frames(h: int, w: int) -> np.ndarray:
@@ -29,3 +29,9 @@ def test_the_same_frames_encode_to_the_same_bytes_at_their_own_size(tmp_path, si
     decoded = read_video(uris[0])
     assert decoded.shape == frames.shape and probe(uris[0])["width"] == size[1]
     assert np.abs(decoded.astype(int) - frames).mean() < 5  # lossy, but the same picture
+
+
+def test_the_first_frame_is_the_first_frame_of_the_whole_read(tmp_path):
+    uri = str(tmp_path / "v.mp4")
+    write_mp4(_frames(64, 96), uri, fps=8)
+    assert np.array_equal(first_frame(uri), read_video(uri)[0])
