@@ -58,7 +58,7 @@ def measure(frames: np.ndarray, prompt: str, fps: float = 10.0) -> Following:
     return Following(prompt, object_motion(frames, prompt, fps).presence)
 
 
-def run(prompts: list[str], out: str | None = None) -> list[Following]:
+def run(prompts: list[str], out: str | None = None, base_model: str | None = None) -> list[Following]:
     from evaluation.preview import video_preview_png
     from infra.video_io import to_uint8
     from models.request import GenerationRequest
@@ -66,7 +66,7 @@ def run(prompts: list[str], out: str | None = None) -> list[Following]:
     from stages.generate import Stages
     from stages.sources import ModelSources
 
-    stages = Stages.load(ModelSources(preset="tiny"), refine=False)
+    stages = Stages.load(ModelSources(preset="tiny", base_model=base_model), refine=False)
     rows = []
     for i, prompt in enumerate(prompts):
         request = GenerationRequest(prompt, num_frames=NUM_FRAMES, refine=False)
@@ -93,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", choices=("random", "held-out"), default="random")
     p.add_argument("--seed", type=int, default=0, help="the random set's seed")
     p.add_argument("--out", default=None, help="write each video's frames as DIR/NN.png")
+    p.add_argument("--base-model", default=None, help="a base model directory to measure instead of the shipped one")
     args = p.parse_args(argv)
     prompts = random_prompts(args.seed) if args.set == "random" else list(HELD_OUT_PROMPTS)
-    print(markdown(run(prompts, args.out)))
+    print(markdown(run(prompts, args.out, args.base_model)))
     return 0
 
 
