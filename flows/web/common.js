@@ -71,9 +71,21 @@ function number(value) {
   return Number.isFinite(n) ? (Math.abs(n) >= 100 || Number.isInteger(n) ? n.toFixed(0) : n.toPrecision(3)) : String(value);
 }
 
-// The token form: shown when the service answers 401; calls retry() once a token is entered.
+// The token form, built into the page's #token-section: shown when the service answers 401;
+// calls retry() once a token is entered.
 function tokenForm(retry) {
   const section = document.getElementById("token-section");
+  section.replaceChildren(
+    el("h2", { id: "token-h" }, "Access token"),
+    el("form", { id: "token-form" },
+      el("div", { class: "field" },
+        el("label", { for: "token" }, "Bearer token of this service"),
+        el("input", { id: "token", name: "token", type: "password", autocomplete: "off",
+                      "aria-describedby": "token-hint token-error" }),
+        el("p", { class: "hint", id: "token-hint" },
+          "Kept in this tab only (session storage); sent with every request."),
+        el("p", { class: "error", id: "token-error", role: "alert" })),
+      el("button", { type: "submit" }, "Use token")));
   const form = document.getElementById("token-form");
   const input = document.getElementById("token");
   const error = document.getElementById("token-error");
