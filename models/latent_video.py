@@ -27,8 +27,19 @@ StepCallback = Callable[[int, int], None]
 NoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 GEOMETRY_FILE = "streamingt2v.json"
-VAE_FRAMES_PER_BATCH = 16  # frames per VAE call (results depend, in the last bits, on the batch)
+VAE_FRAMES_PER_BATCH = 16  # most frames per VAE call (results depend, in the last bits, on the batch)
+#: most pixels per VAE call: 16 frames of 256x256 (ModelScope's size). A 1280x720 refine canvas goes
+#: one frame per call, so the decoder's full-size activations stay near 1 GB in float16 instead of
+#: about 15 GB for 16 frames; low-res and tiny videos keep 16 frames per call.
+VAE_PIXELS_PER_BATCH = VAE_FRAMES_PER_BATCH * 256 * 256
 logger = logging.getLogger(__name__)
+
+
+def vae_frames_per_batch(height: int, width: int) -> int:
+    """Frames of ``height`` x ``width`` pixels per VAE call: within ``VAE_PIXELS_PER_BATCH``, at
+    least 1 and at most ``VAE_FRAMES_PER_BATCH``. Every caller splits a video by this one rule, so
+    encoding or decoding it in pieces gives the same bits as in one call."""
+    return max(1, min(VAE_FRAMES_PER_BATCH, VAE_PIXELS_PER_BATCH // (height * width)))
 
 
 def vae_factor(vae: AutoencoderKL) -> int:
@@ -113,20 +124,23 @@ class LatentVideoModel:
 
     # -- VAE ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, frames_per_batch: int = VAE_FRAMES_PER_BATCH) -> torch.Tensor:
-        """(b, c, F, h, w) latents -> (b, 3, F, H, W) frames in [-1, 1], a few frames at a time."""
-        b = latents.shape[0]
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(b, c, F, h, w) latents -> (b, 3, F, H, W) frames in [-1, 1], ``vae_frames_per_batch``
+        frames at a time."""
+        b, per_call = latents.shape[0], vae_frames_per_batch(latents.shape[3] * self.vae_scale,
+                                                             latents.shape[4] * self.vae_scale)
         flat = rearrange(latents, "b c f h w -> (b f) c h w") / self.vae.config.scaling_factor
-        images = torch.cat([self.vae.decode(z.to(self.device, self.dtype)).sample for z in flat.split(frames_per_batch)])
+        images = torch.cat([self.vae.decode(z.to(self.device, self.dtype)).sample for z in flat.split(per_call)])
         return rearrange(images.clamp(-1, 1), "(b f) c h w -> b c f h w", b=b)
 
     @torch.no_grad()
-    def encode(self, frames: torch.Tensor, frames_per_batch: int = VAE_FRAMES_PER_BATCH) -> torch.Tensor:
-        """(b, 3, F, H, W) frames in [-1, 1] -> latents (posterior mean, scaled)."""
-        b = frames.shape[0]
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """(b, 3, F, H, W) frames in [-1, 1] -> latents (posterior mean, scaled),
+        ``vae_frames_per_batch`` frames at a time."""
+        b, per_call = frames.shape[0], vae_frames_per_batch(frames.shape[3], frames.shape[4])
         flat = rearrange(frames, "b c f h w -> (b f) c h w")
         z = torch.cat([self.vae.encode(x.to(self.device, self.dtype)).latent_dist.mode()
-                       for x in flat.split(frames_per_batch)])
+                       for x in flat.split(per_call)])
         return rearrange(z * self.vae.config.scaling_factor, "(b f) c h w -> b c f h w", b=b)
 
     # -- sampling -----------------------------------------------------------------------------

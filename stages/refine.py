@@ -15,7 +15,7 @@ import torch
 
 from infra.video_io import from_uint8, to_uint8
 from models.guidance import text_cfg
-from models.latent_video import VAE_FRAMES_PER_BATCH
+from models.latent_video import vae_frames_per_batch
 from models.chunk_plan import ChunkPlan
 from models.refinement import (ChunkRefiner, RefineConfig, from_canvas, refine_sequential, sdedit_timesteps,
                                to_canvas)
@@ -25,9 +25,11 @@ from models.request import GenerationRequest
 from stages.residency import Residency
 
 
-def _batches(frames: np.ndarray) -> list[np.ndarray]:
-    """Frames in the VAE's batches (so that encoding them one batch at a time changes nothing)."""
-    return [frames[i:i + VAE_FRAMES_PER_BATCH] for i in range(0, len(frames), VAE_FRAMES_PER_BATCH)]
+def _batches(frames: np.ndarray, config: RefineConfig) -> list[np.ndarray]:
+    """Low-res frames in the VAE's batches at the canvas size (so that encoding them one batch at a
+    time changes nothing)."""
+    n = vae_frames_per_batch(config.canvas_height, config.canvas_width)
+    return [frames[i:i + n] for i in range(0, len(frames), n)]
 
 
 def refine_config_for(config: RefineConfig, request: GenerationRequest) -> RefineConfig:
@@ -62,7 +64,7 @@ class RefineStage:
         self.residency.use(self.model)
         config = self.config_for(request)
         return torch.cat([self.model.encode(to_canvas(from_uint8(part).to(self.model.device, self.model.dtype), config)
-                                            ).to(self.residency.holding) for part in _batches(low_res)], dim=2)
+                                            ).to(self.residency.holding) for part in _batches(low_res, config)], dim=2)
 
     def session(self, request: GenerationRequest, clean_shape: tuple[int, ...]) -> "RefineSession":
         config = self.config_for(request)
@@ -80,8 +82,9 @@ class RefineStage:
         batch at a time, each straight to 8-bit frames in CPU memory."""
         self.residency.use(self.model)
         config = self.config_for(request)
+        per_call = vae_frames_per_batch(config.canvas_height, config.canvas_width)
         return np.concatenate([to_uint8(from_canvas(self.model.decode(part), config))
-                               for part in latents.split(VAE_FRAMES_PER_BATCH, dim=2)])
+                               for part in latents.split(per_call, dim=2)])
 
     @torch.no_grad()
     def __call__(self, request: GenerationRequest, low_res: np.ndarray,
