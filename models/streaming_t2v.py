@@ -25,6 +25,7 @@ from models.presets import ModelPreset, VideoConfig, get_preset
 from models.schedule import VIDEO_LDM_SCHEDULE, NoiseSchedule
 from models.seeding import randn
 from models.streaming_unet import StreamingT2VUNet
+from models.token_chunks import chunk_feed_forwards
 from models.video_ldm import VideoLDM, unet_factor
 
 
@@ -69,7 +70,7 @@ class StreamingT2V(LatentVideoModel):
                  tokenizer: CLIPTokenizer | None, image_encoder: CLIPVisionModelWithProjection,
                  video: VideoConfig, schedule: NoiseSchedule = VIDEO_LDM_SCHEDULE) -> None:
         super().__init__(vae, text_encoder, tokenizer, video, schedule, latent_factor=unet_factor(unet.unet))
-        self.unet = unet
+        self.unet = chunk_feed_forwards(unet)
         self.image_encoder = image_encoder
         require(1 <= unet.cond_frames < video.frames_per_chunk, "cam.cond_frames", unet.cond_frames,
                 f"an integer in [1, {video.frames_per_chunk - 1}] (F_cond < F = {video.frames_per_chunk})")

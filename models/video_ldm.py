@@ -13,6 +13,7 @@ from models.guidance import text_cfg
 from models.latent_video import LatentVideoModel, StepCallback, load_geometry, warn_if_schedule_differs
 from models.presets import ModelPreset, VideoConfig, get_preset
 from models.schedule import VIDEO_LDM_SCHEDULE, NoiseSchedule
+from models.token_chunks import chunk_feed_forwards
 from models.tokenizer import tiny_clip_tokenizer
 from models.vid2vid_unet import Vid2VidUNet, latent_size_fits
 
@@ -35,7 +36,7 @@ class VideoLDM(LatentVideoModel):
             size = (video.height // self.vae_scale, video.width // self.vae_scale)
             require(latent_size_fits(*size, unet.num_upsamplers), "video", (video.height, video.width),
                     f"a size whose latent is even at each of the UNet's {unet.num_upsamplers} downsampling levels")
-        self.unet = unet
+        self.unet = chunk_feed_forwards(unet)
 
     @torch.no_grad()
     def sample_chunk(self, prompts: list[str], generators: list[torch.Generator], w_text: float = 7.5,
