@@ -20,10 +20,9 @@ class TokenChunkedFeedForward(FeedForward):
     """diffusers' FeedForward (same parameters and state dict) that splits long token runs."""
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        tokens = hidden_states.reshape(-1, hidden_states.shape[-1])
+        forward, tokens = super().forward, hidden_states.reshape(-1, hidden_states.shape[-1])
         if tokens.shape[0] <= FEED_FORWARD_TOKENS:
-            return super().forward(hidden_states, *args, **kwargs)
-        forward = super().forward
+            return forward(hidden_states, *args, **kwargs)
         out = torch.cat([forward(part, *args, **kwargs) for part in tokens.split(FEED_FORWARD_TOKENS)])
         return out.reshape(*hidden_states.shape[:-1], out.shape[-1])
 
