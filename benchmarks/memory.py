@@ -10,6 +10,9 @@ per mode, the resident set size once the models are loaded, its peak while the v
 (the peak is reset after loading, so building the random models does not hide it; Linux) and,
 on a GPU, the same two figures for allocated GPU memory, and whether the two modes made
 byte-identical videos.
+
+``--rows FILE`` keeps each finished mode's figures (one JSON line per configuration and mode) and
+reuses them, so a run of several hours that is stopped resumes at the mode it had not finished.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
 def _status_gib(field: str) -> float:
@@ -77,24 +81,42 @@ def run_one(args: argparse.Namespace) -> dict:
             "size": record["size"]}
 
 
+def _mode_row(args: argparse.Namespace, low_memory: bool) -> dict:
+    """One mode's figures: from ``--rows`` when that configuration and mode finished before, else
+    measured in a fresh child process (and appended to ``--rows``)."""
+    config = {"preset": args.preset, "num_frames": args.num_frames, "device": args.device, "dtype": args.dtype,
+              "low_memory": low_memory}
+    rows_file = Path(args.rows) if args.rows else None
+    if rows_file is not None and rows_file.exists():
+        for line in rows_file.read_text().splitlines():
+            row = json.loads(line)
+            if all(row.get(key) == value for key, value in config.items()):
+                return row
+    argv = [sys.executable, "-m", "benchmarks.memory", "--child", "--preset", args.preset, "--num-frames",
+            str(args.num_frames), "--device", args.device, "--dtype", args.dtype] + (["--low-memory"] * low_memory)
+    done = subprocess.run(argv, check=True, capture_output=True, text=True)
+    row = {**config, **json.loads(done.stdout.strip().splitlines()[-1])}
+    if rows_file is not None:
+        rows_file.parent.mkdir(parents=True, exist_ok=True)
+        with rows_file.open("a") as out:
+            out.write(json.dumps(row) + "\n")
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="modelscope")
     parser.add_argument("--num-frames", type=int, default=48)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--rows", help="JSON-lines file keeping each finished mode's figures; reused on the next run")
     parser.add_argument("--low-memory", action="store_true", help=argparse.SUPPRESS)  # the child's mode
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_one(args)))
         return
-    rows = []
-    for low_memory in (False, True):
-        argv = [sys.executable, "-m", "benchmarks.memory", "--child", "--preset", args.preset, "--num-frames",
-                str(args.num_frames), "--device", args.device, "--dtype", args.dtype] + (["--low-memory"] * low_memory)
-        done = subprocess.run(argv, check=True, capture_output=True, text=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rows = [_mode_row(args, low_memory) for low_memory in (False, True)]
     print(f"({args.preset}, {args.num_frames} frames, {rows[0]['size']['width']}x{rows[0]['size']['height']}, "
           f"{args.device} {args.dtype}; GiB)")
     print("| mode | RSS loaded | peak RSS making the video | GPU allocated loaded | peak GPU allocated making the video "
