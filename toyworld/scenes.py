@@ -25,6 +25,7 @@ COLOURS = {
 }
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 BACKGROUNDS = ("striped", "checkered", "dotted", "wavy")
+SIZE_RANGE = (0.12, 0.2)  # radius of a sampled object, frame widths
 # Muted background tones, far from the object colours so the object stays the salient thing.
 BACKGROUND_TONES = ((70, 70, 80), (95, 80, 60), (45, 60, 90), (60, 85, 60), (100, 100, 100), (35, 35, 40))
 # Speeds the stream draws, in frame widths per second (the captions do not say how fast).
@@ -80,7 +81,7 @@ def sample_scene(rng: np.random.Generator, exclude: frozenset[tuple] = frozenset
             break
     dark, light = rng.choice(len(BACKGROUND_TONES), size=2, replace=False)
     return Scene(*key, speed=float(rng.uniform(*SPEED_RANGE)), spin=float(rng.choice((-1, 1)) * rng.uniform(0.6, 1.5)),
-                 size=float(rng.uniform(0.12, 0.2)), start=(float(rng.random()), float(rng.random())),
+                 size=float(rng.uniform(*SIZE_RANGE)), start=(float(rng.random()), float(rng.random())),
                  tones=(int(dark), int(light)), texture_period=float(rng.uniform(0.08, 0.2)),
                  texture_angle=float(rng.uniform(0, math.pi)))
 

@@ -30,11 +30,16 @@ MIN_PIXELS = 3  # fewer matching pixels: the object is not in the frame
 WINDOW = 16  # frames per window of ``along_fraction`` (one chunk)
 
 
+def colour_distance(frame: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """(H, W) RGB distance of each pixel of ``frame`` (H, W, 3) from ``colour``."""
+    return np.linalg.norm(frame.astype(float) - np.array(colour, float), axis=-1)
+
+
 def centroid(frame: np.ndarray, colour: tuple[int, int, int], tolerance: float = COLOUR_TOLERANCE) -> np.ndarray | None:
     """(x, y) in pixels of the pixels of ``frame`` (H, W, 3) within ``tolerance`` of ``colour``
     (weighted by how close they are), as a circular mean over the wrapping frame, or None when
     fewer than :data:`MIN_PIXELS` match."""
-    distance = np.linalg.norm(frame.astype(float) - np.array(colour, float), axis=-1)
+    distance = colour_distance(frame, colour)
     if (distance < tolerance).sum() < MIN_PIXELS:
         return None
     mask = np.clip(1 - distance / tolerance, 0, 1)  # soft edges weigh less: a sub-pixel position
@@ -43,6 +48,33 @@ def centroid(frame: np.ndarray, colour: tuple[int, int, int], tolerance: float =
     x = np.angle((mask.sum(0) * phase(w)).sum()) % (2 * np.pi) / (2 * np.pi) * w
     y = np.angle((mask.sum(1) * phase(h)).sum()) % (2 * np.pi) / (2 * np.pi) * h
     return np.array([x, y])
+
+
+def largest_blob(frame: np.ndarray, colour: tuple[int, int, int], tolerance: float = COLOUR_TOLERANCE) -> float:
+    """Share of the pixels of ``frame`` (H, W, 3) in its largest region of pixels within
+    ``tolerance`` of ``colour``, 8-connected across the wrapping edges (an object leaving one edge
+    shows at the opposite one). Scattered specks of the colour in a texture make small regions;
+    an object makes one region of its area."""
+    import cv2
+
+    mask = (colour_distance(frame, colour) < tolerance).astype(np.uint8)
+    if not mask.any():
+        return 0.0
+    count, labels = cv2.connectedComponents(mask, connectivity=8)
+    parent = np.arange(count)
+
+    def root(label: int) -> int:
+        while parent[label] != label:
+            label = parent[label]
+        return int(label)
+    for first, last in ((labels[0], labels[-1]), (labels[:, 0], labels[:, -1])):  # the wrapping edges
+        for shift in (-1, 0, 1):  # with the diagonal neighbours
+            other = np.roll(last, shift)
+            for a, b in zip(first[(first > 0) & (other > 0)], other[(first > 0) & (other > 0)]):
+                parent[root(a)] = root(b)
+    roots = np.array([root(label) for label in range(count)])
+    areas = np.bincount(roots[labels[labels > 0]], minlength=count)
+    return float(areas.max()) / mask.size
 
 
 def torus_step(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from models.errors import ConfigError
-from toyworld.scenes import Scene, render
-from toyworld.tracking import centroid, object_motion, torus_distance
+from toyworld.scenes import COLOURS, Scene, render
+from toyworld.tracking import COLOUR_TOLERANCE, centroid, colour_distance, largest_blob, object_motion, torus_distance
 
 FPS = 10.0
 
@@ -52,3 +52,12 @@ def test_bad_input_names_the_field():
         with pytest.raises(ConfigError) as err:
             object_motion(**args)
         assert err.value.field == field
+
+
+def test_an_object_across_the_wrapping_edges_is_one_region():
+    centred = render(Scene("square", "red", "left", "striped", size=0.15), 1)[0]
+    corner = np.roll(centred, (32, 32), axis=(0, 1))  # the square split over the four corners
+    area = largest_blob(centred, COLOURS["red"])
+    red_pixels = (colour_distance(centred, COLOURS["red"]) < COLOUR_TOLERANCE).sum()
+    assert largest_blob(corner, COLOURS["red"]) == area == red_pixels / 64**2 and red_pixels > 200
+    assert largest_blob(centred, COLOURS["blue"]) == 0.0
