@@ -24,7 +24,8 @@ from functools import cache
 import numpy as np
 
 from toyworld.dataset import HELD_OUT_PROMPTS
-from toyworld.scenes import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SIZE_RANGE, SPINNABLE, Scene, render
+from toyworld.scenes import (BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SIZE_RANGE, SPINNABLE, Scene, render,
+                             scene_for_caption)
 from toyworld.tracking import largest_blob, object_motion
 
 FOLLOWS = 0.8  # share of frames that must show the captioned colour
@@ -69,7 +70,7 @@ class Following:
 
 def measure(frames: np.ndarray, prompt: str, fps: float = 10.0) -> Following:
     """How well ``frames`` (N, H, W, 3) uint8 follow ``prompt``."""
-    colour = COLOURS[prompt.removeprefix("a ").split()[0]]
+    colour = COLOURS[scene_for_caption(prompt, np.random.default_rng(0)).colour]
     shows = [largest_blob(frame, colour) >= object_share() for frame in frames]
     return Following(prompt, object_motion(frames, prompt, fps).presence, float(np.mean(shows)))
 
