@@ -28,7 +28,7 @@ from toyworld.scenes import (BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SIZE_RANG
                              scene_for_caption)
 from toyworld.tracking import largest_blob, object_motion
 
-FOLLOWS = 0.8  # share of frames that must show the captioned colour
+FOLLOWS = 0.8  # share of frames that must show an object of the captioned colour
 NUM_FRAMES = 16
 PER_COLOUR = 2
 

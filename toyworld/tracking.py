@@ -70,7 +70,8 @@ def largest_blob(frame: np.ndarray, colour: tuple[int, int, int], tolerance: flo
     for first, last in ((labels[0], labels[-1]), (labels[:, 0], labels[:, -1])):  # the wrapping edges
         for shift in (-1, 0, 1):  # with the diagonal neighbours
             other = np.roll(last, shift)
-            for a, b in zip(first[(first > 0) & (other > 0)], other[(first > 0) & (other > 0)]):
+            touching = (first > 0) & (other > 0)
+            for a, b in zip(first[touching], other[touching]):
                 parent[root(a)] = root(b)
     roots = np.array([root(label) for label in range(count)])
     areas = np.bincount(roots[labels[labels > 0]], minlength=count)

@@ -35,4 +35,3 @@ def test_specks_of_the_colour_in_a_texture_are_not_an_object():
     following = measure(clip, green)
     assert following.presence == 1.0  # a few pixels of the colour are there...
     assert following.object_presence == 0.0 and not following.follows  # ...but no object of it
-
