@@ -9,7 +9,9 @@ the run's dtype and thread count, labelled ``measured``.
 
 from __future__ import annotations
 
+import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -56,17 +58,69 @@ def measured_matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048
     """Best FLOP/s of n x n matmuls (2 n^3 FLOPs each) over about ``seconds``."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
+    return _best_rate(lambda: a @ b, 2 * n**3, device, seconds)
+
+
+def op_rates(device: torch.device, dtype: torch.dtype, tokens: int = 4096, seconds: float = 0.5) -> dict[str, float]:
+    """Best FLOP/s of the four kinds of op a video UNet and its VAE spend their time in, at
+    ModelScope's first-level width (320 channels, 5 heads of 64) over ``tokens`` positions: a plain
+    matmul (attention written as bmm), a Linear (projections, feed-forward), a 3x3 convolution
+    (ResNet blocks, the VAE) and scaled dot-product attention. On a CPU without native bfloat16
+    or float16 arithmetic the half-precision rates of the first three fall far below float32's."""
+    side = int(tokens**0.5)
+    x = torch.randn(tokens, 320, device=device).to(dtype)
+    w = torch.randn(320, 320, device=device).to(dtype)
+    linear = torch.nn.Linear(320, 320).to(device, dtype)
+    conv = torch.nn.Conv2d(320, 320, 3, padding=1).to(device, dtype)
+    image = torch.randn(1, 320, side, side, device=device).to(dtype)
+    heads = torch.randn(1, 5, tokens, 64, device=device).to(dtype)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    with torch.no_grad():
+        return {"matmul": _best_rate(lambda: x @ w, 2 * tokens * 320 * 320, device, seconds),
+                "linear": _best_rate(lambda: linear(x), 2 * tokens * 320 * 320, device, seconds),
+                "conv3x3": _best_rate(lambda: conv(image), 2 * side * side * 320 * 320 * 9, device, seconds),
+                "sdpa": _best_rate(lambda: sdpa(heads, heads, heads), 4 * 5 * tokens * tokens * 64, device, seconds)}
+
+
+def _best_rate(op: Callable[[], object], flops: float, device: torch.device, seconds: float) -> float:
+    """Best FLOP/s of ``op`` (``flops`` per call) over about ``seconds``, after one warm-up call."""
+    op()
     best, deadline = 0.0, time.perf_counter() + seconds
-    a @ b  # warm-up
     while time.perf_counter() < deadline or best == 0.0:
         synchronize(device)
         t0 = time.perf_counter()
-        a @ b
+        op()
         synchronize(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+        best = max(best, flops / (time.perf_counter() - t0))
     return best
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    """``python -m benchmarks.hardware [--device cpu] [--dtypes float32 bfloat16 float16]``: the
+    peak each figure is compared with, and the op rates of :func:`op_rates`, per dtype."""
+    from models.dtypes import DTYPES
+
+    parser = argparse.ArgumentParser(description="Op rates per dtype on one device (GFLOP/s).")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--tokens", type=int, default=4096)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"({device_name(device)}; GFLOP/s)")
+    print("| dtype | peak | source | matmul | linear | conv3x3 | sdpa |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.dtypes:
+        dtype = DTYPES[name]
+        reference = peak(device, dtype)
+        rates = op_rates(device, dtype, args.tokens)
+        print(f"| {name} | {reference.flops / 1e9:.1f} | {reference.source} | "
+              + " | ".join(f"{rate / 1e9:.1f}" for rate in rates.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -94,7 +94,7 @@ def _mode_row(args: argparse.Namespace, low_memory: bool) -> dict:
                 return row
     argv = [sys.executable, "-m", "benchmarks.memory", "--child", "--preset", args.preset, "--num-frames",
             str(args.num_frames), "--device", args.device, "--dtype", args.dtype] + (["--low-memory"] * low_memory)
-    done = subprocess.run(argv, check=True, capture_output=True, text=True)
+    done = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True)  # its warnings reach the user
     row = {**config, **json.loads(done.stdout.strip().splitlines()[-1])}
     if rows_file is not None:
         rows_file.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,8 @@ weights, a local directory or a hub id. Loading errors become ConfigErrors that 
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from models.dtypes import DTYPES
+from models.dtypes import DTYPES, slow_on_this_cpu
 from models.errors import ConfigError
 from models.fingerprint import fingerprint, weights_digest
 from models.presets import REFINE_GEOMETRY, REFINER_PRESETS, get_preset
@@ -23,6 +25,8 @@ from models.video_ldm import VideoLDM
 WEIGHTS: tuple[str, ...] = ("trained", "random")
 
 _SHIPPED = {"base_model": "base", "streaming_model": "streaming", "refiner": "refiner"}
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class ModelSources:
             raise ConfigError("weights", self.weights, f"one of {WEIGHTS}")
         if self.dtype not in DTYPES:
             raise ConfigError("dtype", self.dtype, f"one of {sorted(DTYPES)}")
+        if self.device == "cpu" and not self.low_memory:  # low memory: cpu may be where models rest (Stages.load)
+            _warn_if_slow_on_cpu(self.dtype)
         if self.preset != "tiny" and self.weights == "trained":
             for name in ("base_model", "streaming_model"):
                 if getattr(self, name) is None:
@@ -132,6 +138,16 @@ class ModelSources:
         # A refiner is sampled with the schedule it was trained with: its own scheduler config.
         return _load("refiner", location, lambda p: VideoLDM.from_pretrained(
             p, torch_dtype=self.torch_dtype, device=self.device, schedule=None))
+
+
+@functools.cache
+def _warn_if_slow_on_cpu(dtype: str) -> None:
+    """Once per process: a half-precision CPU run on a CPU without that arithmetic takes hours
+    where float32 takes minutes."""
+    if slow_on_this_cpu(dtype):
+        logger.warning("dtype %s on this CPU (no native %s arithmetic) runs matmuls and convolutions up to hundreds "
+                       "of times slower than float32: use --dtype float32 on CPU (docs/performance.md)",
+                       dtype, dtype)
 
 
 @contextmanager

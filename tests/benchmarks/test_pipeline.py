@@ -94,3 +94,8 @@ def test_cpu_peak_is_measured_and_known_gpus_use_the_datasheet(monkeypatch):
     cpu = hardware.peak(torch.device("cpu"), torch.float32)
     assert cpu.source == "measured matmul" and cpu.flops > 1e8
     assert hardware.GPU_PEAKS["H100"]["bf16"] == 989e12
+
+
+def test_op_rates_measure_each_kind_of_op():
+    rates = hardware.op_rates(torch.device("cpu"), torch.float32, tokens=64, seconds=0.01)
+    assert set(rates) == {"matmul", "linear", "conv3x3", "sdpa"} and all(rate > 0 for rate in rates.values())

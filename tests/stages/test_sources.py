@@ -57,3 +57,19 @@ def test_bad_weights_and_missing_weights_name_the_field(monkeypatch, tmp_path):
     with pytest.raises(ConfigError) as err:
         ModelSources(weights="trained").load_refiner()
     assert err.value.field == "weights" and "weights='random'" in str(err.value)
+
+
+def test_a_slow_cpu_dtype_is_warned_once_per_process(monkeypatch, caplog):
+    import stages.sources
+
+    monkeypatch.setattr(stages.sources, "slow_on_this_cpu", lambda dtype: dtype != "float32")
+    stages.sources._warn_if_slow_on_cpu.cache_clear()
+    with caplog.at_level("WARNING", logger="stages.sources"):
+        ModelSources(dtype="bfloat16")
+        ModelSources(dtype="bfloat16", weights="random")
+        ModelSources(dtype="float32")
+        ModelSources(dtype="float16", device="cuda")  # computes on a GPU
+        ModelSources(dtype="float16", device="cpu", low_memory=True)  # low memory: the models' resting place
+    stages.sources._warn_if_slow_on_cpu.cache_clear()
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1 and "bfloat16" in warnings[0] and "--dtype float32" in warnings[0]
