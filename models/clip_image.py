@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer,
-                          CLIPVisionModelWithProjection)
+from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from models.presets import ModelPreset, get_preset
 from models.tokenizer import tiny_clip_tokenizer
@@ -71,6 +70,9 @@ class CLIPPair:
         """The model, and a ``CLIPProcessor`` (this tokenizer, an image processor to the tower's
         input size with CLIP's normalisation), so that ``AutoProcessor`` loads the directory as it
         loads a released CLIP (e.g. for the CLIP-score metric)."""
+        # imported here: without torchvision, transformers warns about its fallback at import
+        from transformers import CLIPImageProcessor
+
         self.model.save_pretrained(path)
         s = self.image_size
         images = CLIPImageProcessor(size={"shortest_edge": s}, crop_size={"height": s, "width": s},
