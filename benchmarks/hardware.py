@@ -5,6 +5,10 @@ CUDA cores for plain fp32. PyTorch runs fp32 convolutions on tf32 tensor cores b
 (``torch.backends.cudnn.allow_tf32``), so fp32 runs are compared with the tf32 peak when that is
 on. Unknown GPUs and CPUs get a measured peak instead: the best rate of large square matmuls in
 the run's dtype and thread count, labelled ``measured``.
+
+``python -m benchmarks.hardware`` prints, per dtype, that peak and the rates of the ops a video
+UNet spends its time in (:func:`op_rates`): on a CPU without native half-precision arithmetic,
+bfloat16 and float16 are far slower than float32.
 """
 
 from __future__ import annotations
