@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from models.dtypes import DTYPES
+
 # name fragment -> dense peak FLOP/s by precision (NVIDIA datasheets, SXM variants where several exist).
 GPU_PEAKS: dict[str, dict[str, float]] = {
     "H200": {"bf16": 989e12, "fp16": 989e12, "tf32": 494e12, "fp32": 67e12},
@@ -107,8 +109,6 @@ def synchronize(device: torch.device) -> None:
 def main() -> None:
     """``python -m benchmarks.hardware [--device cpu] [--dtypes float32 bfloat16 float16]``: the
     peak each figure is compared with, and the op rates of :func:`op_rates`, per dtype."""
-    from models.dtypes import DTYPES
-
     parser = argparse.ArgumentParser(description="Op rates per dtype on one device (GFLOP/s).")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
